@@ -1,0 +1,1 @@
+"""TaskPulse's WebSocket side: frame parsing, delivery rules, the consumer and its routes."""

@@ -1,0 +1,183 @@
+"""The progress consumer: parse a frame, authorise, delegate; push task events.
+
+Task state lives in Redis; the consumer only remembers, per subscription,
+the epoch and last seq it sent (consumers/delivery.py decides the rest).
+"""
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from consumers import wire
+from consumers.delivery import Subscription, Verdict, judge
+from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
+from consumers.limits import RateVerdict, TokenBucket
+from progress import conf, keys
+from progress.cancel import CancelOutcome, cancel
+from progress.errors import ErrorCode
+from progress.redis_client import async_client
+from progress.store import AsyncRecordStore, ReadResult
+from progress.tokens import Permission, TokenError, verify_token
+from progress.types import TaskEventMessage
+
+logger = logging.getLogger(__name__)
+
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+
+_stores: dict[int, AsyncRecordStore] = {}
+
+
+def _store() -> AsyncRecordStore:
+    client = async_client()
+    found = _stores.get(id(client))
+    if found is None:
+        found = _stores[id(client)] = AsyncRecordStore(client)
+    return found
+
+
+class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    async def connect(self) -> None:
+        self.subscriptions: dict[str, Subscription] = {}
+        rate, burst = conf.rate_limit()
+        self.bucket = TokenBucket(rate, burst, conf.flood_strikes())
+        await self.accept()
+        task_id = self.scope["url_route"]["kwargs"].get("task_id")
+        if task_id is not None:
+            query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+            frame = {"type": "subscribe", "task_id": task_id, "token": query.get("token", [""])[0]}
+            await self.handle_text(json.dumps(frame))
+
+    async def disconnect(self, code: int) -> None:
+        for task_id in list(getattr(self, "subscriptions", {})):
+            await self._end(task_id)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        verdict = self.bucket.take()
+        if verdict is RateVerdict.FLOOD:
+            await self.close(CLOSE_POLICY_VIOLATION)
+            return
+        if verdict is RateVerdict.LIMITED:
+            await self.send(wire.error(ErrorCode.RATE_LIMITED, "slow down: too many frames"))
+            return
+        if text_data is None:
+            await self.send(wire.error(ErrorCode.BAD_FRAME, "binary frames are not accepted"))
+            return
+        if len(text_data.encode()) > conf.max_frame_bytes():
+            await self.close(CLOSE_MESSAGE_TOO_BIG)
+            return
+        await self.handle_text(text_data)
+
+    async def handle_text(self, text: str) -> None:
+        try:
+            frame = parse_frame(text)
+            if isinstance(frame, Subscribe):
+                await self.subscribe(frame)
+            elif isinstance(frame, Unsubscribe):
+                await self._end(frame.task_id)
+                await self.send(wire.unsubscribed(frame.task_id))
+            elif isinstance(frame, Cancel):
+                await self.cancel(frame)
+            elif isinstance(frame, Ping):
+                await self.send(wire.pong(frame.id))
+        except FrameError as exc:
+            await self.send(wire.error(exc.code, exc.detail, exc.task_id))
+
+    def _authorise(self, task_id: str, token: str, needs: Permission) -> None:
+        try:
+            verify_token(token, task_id, needs)
+        except TokenError as exc:
+            raise FrameError(ErrorCode.FORBIDDEN, str(exc), task_id) from None
+
+    async def subscribe(self, frame: Subscribe) -> None:
+        self._authorise(frame.task_id, frame.token, Permission.WATCH)
+        if (frame.task_id not in self.subscriptions
+                and len(self.subscriptions) >= conf.max_subscriptions()):
+            raise FrameError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                             f"at most {conf.max_subscriptions()} active subscriptions",
+                             frame.task_id)
+        sub = self.subscriptions.get(frame.task_id)
+        if sub is None:
+            # Join the group before reading the record, so no event falls
+            # between the snapshot and the live stream; duplicates are dropped.
+            await self.channel_layer.group_add(keys.group_name(frame.task_id), self.channel_name)
+        sub = self.subscriptions[frame.task_id] = Subscription(frame.task_id, None, 0)
+        if frame.since is not None and frame.epoch is not None:
+            await self._resync(sub, frame.since, frame.epoch, resuming=True)
+        else:
+            await self._resync(sub, None, None, resuming=False)
+
+    async def _resync(self, sub: Subscription, since: int | None, epoch: str | None,
+                      resuming: bool) -> None:
+        """Bring a subscription up to date: resume from history, or send a snapshot."""
+        found: ReadResult = await _store().read(sub.task_id, since)
+        snapshot = found.snapshot
+        if snapshot is None:
+            sub.epoch, sub.last_seq = None, 0
+            await self.send(wire.unknown_snapshot(sub.task_id, reset=since is not None))
+            return
+        if since is not None and snapshot.epoch == epoch and found.missed is not None:
+            if resuming:
+                await self.send(wire.resumed(sub.task_id, snapshot.epoch, since))
+            sub.epoch, sub.last_seq = snapshot.epoch, since
+            for event_json in found.missed:
+                await self._forward(sub, event_json)
+            return
+        sub.epoch, sub.last_seq = snapshot.epoch, snapshot.seq
+        await self.send(wire.object_frame("snapshot", snapshot.json, reset=since is not None))
+        if json.loads(snapshot.json)["final"]:
+            await self._end(sub.task_id)
+
+    async def _forward(self, sub: Subscription, event_json: str) -> None:
+        event = json.loads(event_json)
+        if event["seq"] <= sub.last_seq:
+            return
+        sub.last_seq = event["seq"]
+        await self.send(wire.object_frame("event", event_json))
+        if event["final"]:
+            await self._end(sub.task_id)
+
+    async def task_event(self, message: TaskEventMessage) -> None:
+        """A live event from the channel layer (published by progress/lua.py)."""
+        sub = self.subscriptions.get(message["task_id"])
+        if sub is None:
+            return
+        verdict = judge(sub, message["epoch"], message["seq"])
+        if verdict is Verdict.FORWARD:
+            sub.epoch, sub.last_seq = message["epoch"], message["seq"]
+            await self.send(wire.object_frame("event", message["data"]))
+            if message["final"]:
+                await self._end(sub.task_id)
+        elif verdict is Verdict.RESYNC:
+            # A gap (a dropped message, a Redis reconnect) or a new epoch: fill
+            # from history when it covers the gap, else a reset snapshot.
+            same_epoch = sub.epoch == message["epoch"]
+            await self._resync(sub, sub.last_seq if same_epoch else 0,
+                               sub.epoch if same_epoch else None, resuming=False)
+
+    async def cancel(self, frame: Cancel) -> None:
+        self._authorise(frame.task_id, frame.token, Permission.CANCEL)
+        outcome, state = await sync_to_async(cancel, thread_sensitive=False)(frame.task_id)
+        if outcome is CancelOutcome.ACCEPTED:
+            await self.send(wire.cancelling(frame.task_id))
+        else:
+            detail = "no record for this task" if state is None else f"task is already {state}"
+            raise FrameError(ErrorCode.NOT_CANCELLABLE, detail, frame.task_id)
+
+    async def _end(self, task_id: str) -> None:
+        if self.subscriptions.pop(task_id, None) is not None:
+            await self.channel_layer.group_discard(keys.group_name(task_id), self.channel_name)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            await super().dispatch(message)
+        except Exception:
+            # A server-side fault (e.g. Redis unreachable) must not close the
+            # socket with 1011: log it and tell the client, who may retry.
+            logger.exception("TaskPulse consumer failed on %s", message.get("type"))
+            if message.get("type") == "websocket.receive":
+                await self.send(wire.error(ErrorCode.UNAVAILABLE, "server busy, try again"))

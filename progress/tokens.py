@@ -1,0 +1,61 @@
+"""Signed, expiring tokens that authorise one task id (PROTOCOL.md §5)."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.core import signing
+
+from progress import conf
+
+SALT = "taskpulse.token.v1"
+
+
+class Permission(StrEnum):
+    WATCH = "watch"
+    CANCEL = "cancel"
+
+
+# One letter per permission keeps tokens short in URLs.
+_CODES = {Permission.WATCH: "w", Permission.CANCEL: "c"}
+_PERMISSIONS = {code: perm for perm, code in _CODES.items()}
+
+DEFAULT_PERMISSIONS = frozenset({Permission.WATCH, Permission.CANCEL})
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    task_id: str
+    permissions: frozenset[Permission]
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, tampered with, expired or for another task."""
+
+
+def issue_token(
+    task_id: str, permissions: frozenset[Permission] = DEFAULT_PERMISSIONS
+) -> str:
+    """A token for `task_id`: give it to the browser that may watch (and cancel) the task."""
+    codes = "".join(sorted(_CODES[p] for p in permissions))
+    return signing.dumps([task_id, codes], salt=SALT, compress=False)
+
+
+def verify_token(token: str, task_id: str, needs: Permission = Permission.WATCH) -> Grant:
+    """The grant a token carries for `task_id`, or TokenError saying why it is refused."""
+    if not token:
+        raise TokenError("a token is required")
+    try:
+        payload = signing.loads(token, salt=SALT, max_age=conf.token_max_age())
+    except signing.SignatureExpired:
+        raise TokenError("token expired") from None
+    except signing.BadSignature:
+        raise TokenError("token invalid") from None
+    if not (isinstance(payload, list) and len(payload) == 2):
+        raise TokenError("token invalid")
+    token_task, codes = payload
+    if token_task != task_id:
+        raise TokenError("token is for another task")
+    permissions = frozenset(_PERMISSIONS[c] for c in str(codes) if c in _PERMISSIONS)
+    if needs not in permissions:
+        raise TokenError(f"token does not allow {needs.value}")
+    return Grant(task_id, permissions)

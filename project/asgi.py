@@ -1,0 +1,21 @@
+"""ASGI entry point: HTTP goes to Django, WebSockets to the progress consumers."""
+
+import os
+
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+# Django must be set up before the consumers (and their models/settings) import.
+django_asgi_app = get_asgi_application()
+
+from consumers.origin import AllowedOriginValidator  # noqa: E402
+from consumers.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedOriginValidator(URLRouter(websocket_urlpatterns)),
+    }
+)
