@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from consumers import wire
@@ -175,6 +176,8 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def dispatch(self, message: dict[str, Any]) -> None:
         try:
             await super().dispatch(message)
+        except StopConsumer:
+            raise
         except Exception:
             # A server-side fault (e.g. Redis unreachable) must not close the
             # socket with 1011: log it and tell the client, who may retry.

@@ -1,0 +1,82 @@
+"""Shared fixtures: Django set up with an isolated key prefix, a real Redis,
+and (for integration tests) a real daphne and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+# Every test session gets its own key prefix and queue, so it never sees (or
+# deletes) the data of a developer's running stack or of another session.
+SESSION_PREFIX = f"tptest{secrets.token_hex(3)}"
+os.environ["TASKPULSE_PREFIX"] = SESSION_PREFIX
+os.environ["CELERY_TASK_DEFAULT_QUEUE"] = SESSION_PREFIX
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from tests import processes  # noqa: E402
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc} (start redis-server)")
+    yield client
+    delete_prefixed(client, SESSION_PREFIX)
+    client.close()
+
+
+def delete_prefixed(client: redis.Redis, prefix: str) -> None:
+    for pattern in (f"{prefix}:*", f"_kombu.binding.{prefix}*", prefix):
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
+
+
+@dataclass
+class Stack:
+    port: int
+    env: dict[str, str]
+    web: processes.Proc
+    worker: processes.Proc
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+
+    def restart_web(self) -> None:
+        self.web.stop()
+        self.web = processes.start_daphne(self.env, self.port)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_client: redis.Redis) -> Iterator[Stack]:
+    """daphne + a Celery worker against the real Redis, for the whole session."""
+    env = processes.stack_env(SESSION_PREFIX, SESSION_PREFIX)
+    port = processes.free_port()
+    worker = processes.start_worker(env, f"{SESSION_PREFIX}-w1")
+    try:
+        web = processes.start_daphne(env, port)
+    except Exception:
+        worker.stop()
+        raise
+    running = Stack(port, env, web, worker)
+    yield running
+    running.web.stop()
+    running.worker.stop()

@@ -1,0 +1,148 @@
+"""Start and stop the real processes integration tests (and benchmarks) run against:
+daphne serving the ASGI app, and a Celery worker, isolated by a key prefix and queue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A child process whose output is kept (for readiness checks and failure reports)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[str] | None = None
+    lines: list[str] = field(default_factory=list)
+    ready_event: threading.Event = field(default_factory=threading.Event)
+    ready_marker: str | None = None
+
+    def start(self) -> Proc:
+        self.lines.clear()
+        self.ready_event.clear()
+        self.popen = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.popen is not None and self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip())
+            if self.ready_marker and self.ready_marker in line:
+                self.ready_event.set()
+
+    def wait_marker(self, timeout: float = START_TIMEOUT) -> None:
+        if not self.ready_event.wait(timeout):
+            raise TimeoutError(f"{self.name} not ready in {timeout}s:\n{self.output()}")
+
+    def output(self, last: int = 60) -> str:
+        return "\n".join(self.lines[-last:])
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, sig)
+        try:
+            self.popen.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def stack_env(prefix: str, queue: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "TASKPULSE_PREFIX": prefix,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "PYTHONUNBUFFERED": "1",
+        "CELERY_IMPORTS": "tests.tasks",
+    })
+    env.update(extra or {})
+    return env
+
+
+def daphne(env: dict[str, str], port: int) -> Proc:
+    argv = [sys.executable, "-m", "project.serve", "--bind", "127.0.0.1", "--port", str(port)]
+    return Proc(f"daphne:{port}", argv, env)
+
+
+def worker(env: dict[str, str], name: str, concurrency: int = 2) -> Proc:
+    argv = [
+        str(BIN / "celery"), "-A", "project", "worker", "-P", "prefork", "-c", str(concurrency),
+        "-Q", env["CELERY_TASK_DEFAULT_QUEUE"], "-n", f"{name}@%h", "-l", "info",
+        "--without-mingle", "--without-gossip",
+    ]
+    return Proc(f"worker:{name}", argv, env, ready_marker=" ready.")
+
+
+def wait_http_ok(url: str, timeout: float = START_TIMEOUT, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited:\n{proc.output()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    detail = proc.output() if proc is not None else ""
+    raise TimeoutError(f"{url} not answering 200 within {timeout}s\n{detail}")
+
+
+def start_daphne(env: dict[str, str], port: int) -> Proc:
+    proc = daphne(env, port).start()
+    wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    return proc
+
+
+def start_worker(env: dict[str, str], name: str, concurrency: int = 2) -> Proc:
+    proc = worker(env, name, concurrency).start()
+    proc.wait_marker()
+    return proc
+
+
+@contextmanager
+def running(*procs: Proc) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.stop()

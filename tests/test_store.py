@@ -1,0 +1,155 @@
+"""The Redis record store, against the real Redis."""
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+import redis
+from django.test import override_settings
+
+from progress import conf, keys
+from progress.redis_client import sync_client
+from progress.states import State
+from progress.store import EventDraft, RecordStore, progress_fragment
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> RecordStore:
+    return RecordStore(sync_client())
+
+
+@pytest.fixture
+def task_id(request: pytest.FixtureRequest, store: RecordStore) -> Iterator[str]:
+    tid = f"unit-{request.node.name}"[:80]
+    store.delete(tid)
+    yield tid
+    store.delete(tid)
+
+
+def progress_draft(task_id: str, current: int) -> EventDraft:
+    return EventDraft(task_id, State.PROGRESS,
+                      progress_fragment=progress_fragment(current, 100, None, None, "{}"))
+
+
+def test_first_event_is_seq_1_with_epoch(store: RecordStore, task_id: str) -> None:
+    """A new record starts at seq 1 with an epoch."""
+    outcome = store.publish(EventDraft(task_id, State.PENDING, name="demo.count"))
+    snap = store.read(task_id).snapshot
+    assert outcome.seq == 1 and snap is not None
+    obj = json.loads(snap.json)
+    assert obj["seq"] == 1 and obj["state"] == "PENDING" and obj["epoch"] == snap.epoch
+    assert obj["name"] == "demo.count" and obj["task_id"] == task_id
+    assert obj["updated_at"].endswith("Z")
+
+
+def test_seq_contiguous_under_concurrent_writers(store: RecordStore, task_id: str) -> None:
+    """Eight threads with their own connections publishing at once never skip or repeat a seq."""
+    writers, per_writer = 8, 150
+    pubsub = sync_client().pubsub()
+    pubsub.subscribe(keys.group_channel(task_id))
+    pubsub.get_message(timeout=1)  # the subscribe confirmation
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def write() -> None:
+        own = RecordStore(redis.Redis.from_url(conf.redis_url()))
+        for i in range(per_writer):
+            outcome = own.publish(progress_draft(task_id, i))
+            with lock:
+                seqs.append(outcome.seq)
+
+    threads = [threading.Thread(target=write) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(seqs) == list(range(1, writers * per_writer + 1))
+    published = []
+    deadline = time.monotonic() + 10
+    while len(published) < writers * per_writer and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1)
+        if message and message["type"] == "message":
+            published.append(message)
+    pubsub.close()
+    published_seqs = [msgpack.unpackb(m["data"])["seq"] for m in published]
+    assert published_seqs == list(range(1, writers * per_writer + 1))
+
+
+def test_history_is_capped_and_replays(store: RecordStore, task_id: str) -> None:
+    """History keeps the last N events; a gap it covers replays, a longer one cannot."""
+    with override_settings(PROGRESS_HISTORY_LENGTH=5):
+        for i in range(12):
+            store.publish(progress_draft(task_id, i))
+    assert sync_client().llen(keys.history_key(task_id)) == 5
+    covered = store.read(task_id, since=7)
+    assert covered.missed is not None
+    assert [json.loads(e)["seq"] for e in covered.missed] == [8, 9, 10, 11, 12]
+    assert store.read(task_id, since=6).missed is None
+    assert store.read(task_id, since=12).missed == []
+
+
+def test_new_epoch_when_record_is_recreated(store: RecordStore, task_id: str) -> None:
+    """A lost record comes back with a new epoch and seq 1."""
+    store.publish(progress_draft(task_id, 1))
+    store.publish(progress_draft(task_id, 2))
+    first = store.read(task_id).snapshot
+    store.delete(task_id)
+    store.publish(progress_draft(task_id, 3))
+    second = store.read(task_id).snapshot
+    assert first is not None and second is not None
+    assert second.seq == 1 and second.epoch != first.epoch
+
+
+def test_final_record_expires(store: RecordStore, task_id: str) -> None:
+    """A record expires PROGRESS_FINAL_TTL after its final state; a running one is kept."""
+    with override_settings(PROGRESS_FINAL_TTL=1):
+        store.publish(progress_draft(task_id, 1))
+        assert sync_client().ttl(keys.record_key(task_id)) > 60
+        store.publish(EventDraft(task_id, State.SUCCESS, result_json="1"))
+    assert 0 < sync_client().ttl(keys.record_key(task_id)) <= 1
+    time.sleep(1.6)
+    assert store.read(task_id).snapshot is None
+    assert not sync_client().exists(keys.history_key(task_id))
+
+
+def test_final_record_refuses_later_events(store: RecordStore, task_id: str) -> None:
+    """After SUCCESS, a late progress event is refused and nothing is published."""
+    store.publish(EventDraft(task_id, State.SUCCESS, result_json='{"ok":true}'))
+    late = store.publish(progress_draft(task_id, 5))
+    assert not late.accepted and late.state == "SUCCESS"
+    snap = store.read(task_id).snapshot
+    assert snap is not None and snap.seq == 1
+
+
+def test_lost_accepts_a_new_attempt(store: RecordStore, task_id: str) -> None:
+    """LOST is final for that attempt: a redelivered task's STARTED is accepted."""
+    store.publish(EventDraft(task_id, State.LOST))
+    again = store.publish(EventDraft(task_id, State.STARTED))
+    assert again.accepted and again.seq == 2
+
+
+def test_pending_only_creates(store: RecordStore, task_id: str) -> None:
+    """A re-published task (a retry) does not go back to PENDING."""
+    store.publish(EventDraft(task_id, State.PENDING, name="x"))
+    store.publish(EventDraft(task_id, State.RETRY))
+    assert not store.publish(EventDraft(task_id, State.PENDING, name="x")).accepted
+
+
+def test_lifecycle_event_keeps_progress(store: RecordStore, task_id: str) -> None:
+    """SUCCESS published without progress keeps the last reported progress."""
+    store.publish(progress_draft(task_id, 40))
+    store.publish(EventDraft(task_id, State.SUCCESS, result_json="null"))
+    snap = store.read(task_id).snapshot
+    assert snap is not None
+    assert json.loads(snap.json)["progress"]["current"] == 40
+
+
+def test_cancel_request_is_seen_by_next_publish(store: RecordStore, task_id: str) -> None:
+    """A cancel flag set on a running task is returned to its next progress call."""
+    store.publish(EventDraft(task_id, State.STARTED))
+    assert store.request_cancel(task_id) == "STARTED"
+    assert store.publish(progress_draft(task_id, 1)).cancel_requested
+    assert store.request_cancel("no-such-task-xyz") is None
