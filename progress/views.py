@@ -64,7 +64,7 @@ def start_task(request: HttpRequest) -> JsonResponse:
     task_id = str(uuid.uuid4())
     token = issue_token(task_id)
     # before_task_publish records PENDING before the message reaches the broker.
-    entry.task.apply_async(args=args, kwargs=kwargs, task_id=task_id)
+    entry.task.apply_async(args=tuple(args), kwargs=kwargs, task_id=task_id)
     return JsonResponse(
         {
             "task_id": task_id,

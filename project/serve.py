@@ -25,13 +25,13 @@ NO_ABSOLUTE_LIFETIME = -1
 
 
 class TaskPulseWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
-    def onConnect(self, request: object) -> object:  # noqa: N802 - autobahn's name
+    def onConnect(self, request: object) -> object:
         # autobahn drops the TCP connection on protocol errors by default; we
         # want clients to read the close code (1009 for an oversized frame).
         self.failByDrop = False
         return super().onConnect(request)
 
-    def serverClose(self, code: int | None = None) -> None:  # noqa: N802 - daphne's name
+    def serverClose(self, code: int | None = None) -> None:
         if code in PROTOCOL_CLOSE_CODES:
             self.sendCloseFrame(code=code, isReply=False)
         else:

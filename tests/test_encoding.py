@@ -13,7 +13,8 @@ class BadRepr:
 
 def test_json_value_is_kept() -> None:
     """A JSON-serialisable result is stored as it is."""
-    assert json.loads(encode_json_value({"steps": 3, "ok": [1, 2]}, 1000)) == {"steps": 3, "ok": [1, 2]}
+    value = {"steps": 3, "ok": [1, 2]}
+    assert json.loads(encode_json_value(value, 1000)) == value
 
 
 def test_non_json_value_becomes_repr() -> None:

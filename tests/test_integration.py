@@ -45,7 +45,7 @@ async def test_happy_path_to_success(stack: Stack) -> None:
 
 async def test_late_subscriber_gets_final_snapshot(stack: Stack) -> None:
     """A client subscribing after the task finished gets one final snapshot, then nothing."""
-    status, started = Http(stack.http).start(steps=2, delay=0)
+    _, started = Http(stack.http).start(steps=2, delay=0)
     await watch(stack, started["task_id"], started["token"])
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
@@ -59,7 +59,7 @@ async def test_late_subscriber_gets_final_snapshot(stack: Stack) -> None:
 
 async def test_failure_has_error_without_traceback(stack: Stack) -> None:
     """A task that raises ends FAILURE with its error type and message, and no traceback."""
-    status, started = Http(stack.http).start(steps=4, delay=0.05, fail_at=3)
+    _, started = Http(stack.http).start(steps=4, delay=0.05, fail_at=3)
     frames = await watch(stack, started["task_id"], started["token"])
     last = frames[-1]
     assert last["state"] == "FAILURE"
@@ -92,7 +92,7 @@ async def test_huge_result_is_truncated(stack: Stack) -> None:
 
 async def test_subscribe_without_token_is_forbidden(stack: Stack) -> None:
     """No token, a bad token, or another task's token: forbidden, and the socket stays open."""
-    status, started = Http(stack.http).start(steps=1, delay=0)
+    _, started = Http(stack.http).start(steps=1, delay=0)
     task_id = started["task_id"]
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
@@ -139,7 +139,7 @@ async def test_unknown_differs_from_queued(stack: Stack) -> None:
 
 async def test_convenience_endpoint_subscribes_on_connect(stack: Stack) -> None:
     """/ws/progress/<id>/?token= streams the task without a subscribe frame."""
-    status, started = Http(stack.http).start(steps=3, delay=0.1)
+    _, started = Http(stack.http).start(steps=3, delay=0.1)
     async with connect(started["ws_url"]) as conn:
         frames = await Ws(conn).frames_until_final(started["task_id"])
     assert frames[0]["type"] == "snapshot" and frames[-1]["state"] == "SUCCESS"
@@ -163,7 +163,7 @@ async def test_many_tasks_on_one_connection(stack: Stack) -> None:
 
 async def test_unsubscribe_stops_events(stack: Stack) -> None:
     """After unsubscribe the client gets `unsubscribed` and no more events for that task."""
-    status, started = Http(stack.http).start(steps=20, delay=0.1)
+    _, started = Http(stack.http).start(steps=20, delay=0.1)
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
         await ws.subscribe(started["task_id"], started["token"])
@@ -200,7 +200,7 @@ async def test_cancel_running_task(stack: Stack) -> None:
 
 async def test_cancel_needs_cancel_permission(stack: Stack) -> None:
     """A watch-only token cannot cancel."""
-    status, started = Http(stack.http).start(steps=1, delay=0)
+    _, started = Http(stack.http).start(steps=1, delay=0)
     watch_only = issue_token(started["task_id"], frozenset({Permission.WATCH}))
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
@@ -267,3 +267,37 @@ def test_http_start_validates(stack: Stack) -> None:
 def test_healthz(stack: Stack) -> None:
     """/healthz answers ok while Redis is up."""
     assert Http(stack.http).request("GET", "/healthz") == (200, {"status": "ok", "redis": "ok"})
+
+
+async def test_flood_is_rate_limited_then_closed_1008(stack: Stack) -> None:
+    """A client that keeps sending after `rate_limited` is closed with 1008; others are served."""
+    async with connect(stack.ws) as flooder, connect(stack.ws) as bystander:
+        for i in range(400):
+            await flooder.send(json.dumps({"type": "ping", "id": i}))
+        replies: list[dict[str, Any]] = []
+        with pytest.raises(websockets.ConnectionClosed) as caught:
+            while True:
+                replies.append(await Ws(flooder).recv())
+        assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+        codes = {r.get("code") for r in replies if r["type"] == "error"}
+        assert codes == {"rate_limited"}
+        assert sum(r["type"] == "pong" for r in replies) >= 100  # the burst was served
+        await Ws(bystander).send({"type": "ping", "id": "ok"})
+        assert await Ws(bystander).recv() == {"type": "pong", "id": "ok"}
+
+
+async def test_subscription_limit(stack: Stack) -> None:
+    """Past 100 active subscriptions a connection gets too_many_subscriptions."""
+    async with connect(stack.ws) as conn:
+        ws = Ws(conn)
+        ids = [f"limit-{uuid.uuid4().hex}" for _ in range(101)]
+        for task_id in ids[:100]:
+            await ws.subscribe(task_id, issue_token(task_id))
+            assert (await ws.recv())["type"] == "snapshot"
+        await ws.subscribe(ids[100], issue_token(ids[100]))
+        reply = await ws.recv()
+        assert reply["type"] == "error" and reply["code"] == "too_many_subscriptions"
+        await ws.send({"type": "unsubscribe", "task_id": ids[0]})
+        assert (await ws.recv())["type"] == "unsubscribed"
+        await ws.subscribe(ids[100], issue_token(ids[100]))
+        assert (await ws.recv())["type"] == "snapshot"

@@ -4,6 +4,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import pytest
@@ -48,7 +49,7 @@ def test_first_event_is_seq_1_with_epoch(store: RecordStore, task_id: str) -> No
 def test_seq_contiguous_under_concurrent_writers(store: RecordStore, task_id: str) -> None:
     """Eight threads with their own connections publishing at once never skip or repeat a seq."""
     writers, per_writer = 8, 150
-    pubsub = sync_client().pubsub()
+    pubsub = sync_client().pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe(keys.group_channel(task_id))
     pubsub.get_message(timeout=1)  # the subscribe confirmation
     seqs: list[int] = []
@@ -67,7 +68,7 @@ def test_seq_contiguous_under_concurrent_writers(store: RecordStore, task_id: st
     for t in threads:
         t.join(30)
     assert sorted(seqs) == list(range(1, writers * per_writer + 1))
-    published = []
+    published: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10
     while len(published) < writers * per_writer and time.monotonic() < deadline:
         message = pubsub.get_message(timeout=1)
