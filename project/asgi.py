@@ -3,6 +3,7 @@
 import os
 
 from channels.routing import ProtocolTypeRouter, URLRouter
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
@@ -15,7 +16,9 @@ from consumers.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # The JS client and element ship with the app: serve them from
+        # static/ directly, so no collectstatic step or extra server is needed.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
         "websocket": AllowedOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )
