@@ -40,7 +40,7 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 def delete_prefixed(client: redis.Redis, prefix: str) -> None:
-    for pattern in (f"{prefix}:*", f"_kombu.binding.{prefix}*", prefix):
+    for pattern in (f"{prefix}:*", f"_kombu.binding*.{prefix}*", prefix):
         for key in client.scan_iter(match=pattern, count=1000):
             client.delete(key)
 
