@@ -20,6 +20,7 @@ class Subscription:
     task_id: str
     epoch: str | None  # None while the task had no record when we subscribed
     last_seq: int
+    last_state: str | None = None  # of the last frame sent: tells state changes from progress
 
 
 def judge(sub: Subscription, epoch: str, seq: int) -> Verdict:

@@ -69,7 +69,7 @@ KNOWN_TYPES = TYPES_NEEDING_TASK_ID | {"ping"}
 def parse_frame(text: str) -> ClientFrame:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise FrameError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise FrameError(ErrorCode.BAD_FRAME, "frame must be a JSON object")

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -17,10 +18,12 @@ from consumers import wire
 from consumers.delivery import Subscription, Verdict, judge
 from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
 from consumers.limits import RateVerdict, TokenBucket
+from consumers.outbox import BACKLOG_EXTENSION, SendQueue, no_backlog
 from progress import conf, keys
 from progress.cancel import CancelOutcome, cancel
 from progress.errors import ErrorCode
 from progress.redis_client import async_client
+from progress.states import State
 from progress.store import AsyncRecordStore, ReadResult
 from progress.tokens import Permission, TokenError, verify_token
 from progress.types import TaskEventMessage
@@ -46,6 +49,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.subscriptions: dict[str, Subscription] = {}
         rate, burst = conf.rate_limit()
         self.bucket = TokenBucket(rate, burst, conf.flood_strikes())
+        backlog = self.scope.get("extensions", {}).get(BACKLOG_EXTENSION, no_backlog)
+        self.outbox = SendQueue(self.send, backlog, self._reader_too_slow,
+                                conf.send_queue_max_frames(), conf.slow_reader_timeout())
         await self.accept()
         task_id = self.scope["url_route"]["kwargs"].get("task_id")
         if task_id is not None:
@@ -54,8 +60,20 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.handle_text(json.dumps(frame))
 
     async def disconnect(self, code: int) -> None:
+        if hasattr(self, "outbox"):
+            await self.outbox.close()
         for task_id in list(getattr(self, "subscriptions", {})):
             await self._end(task_id)
+
+    async def _reader_too_slow(self) -> None:
+        # The client left frames unread past the bounds: drop it rather than
+        # hold its backlog; it resumes with since/epoch when it reads again.
+        logger.info("TaskPulse: closing a connection that stopped reading")
+        await self.close(CLOSE_POLICY_VIOLATION)
+
+    async def reply(self, frame: str, task_id: str | None = None) -> None:
+        """Queue a frame for the client (in order; see consumers/outbox.py)."""
+        await self.outbox.put(frame, task_id)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         verdict = self.bucket.take()
@@ -63,10 +81,10 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close(CLOSE_POLICY_VIOLATION)
             return
         if verdict is RateVerdict.LIMITED:
-            await self.send(wire.error(ErrorCode.RATE_LIMITED, "slow down: too many frames"))
+            await self.reply(wire.error(ErrorCode.RATE_LIMITED, "slow down: too many frames"))
             return
         if text_data is None:
-            await self.send(wire.error(ErrorCode.BAD_FRAME, "binary frames are not accepted"))
+            await self.reply(wire.error(ErrorCode.BAD_FRAME, "binary frames are not accepted"))
             return
         if len(text_data.encode()) > conf.max_frame_bytes():
             await self.close(CLOSE_MESSAGE_TOO_BIG)
@@ -80,13 +98,13 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.subscribe(frame)
             elif isinstance(frame, Unsubscribe):
                 await self._end(frame.task_id)
-                await self.send(wire.unsubscribed(frame.task_id))
+                await self.reply(wire.unsubscribed(frame.task_id), frame.task_id)
             elif isinstance(frame, Cancel):
                 await self.cancel(frame)
             elif isinstance(frame, Ping):
-                await self.send(wire.pong(frame.id))
+                await self.reply(wire.pong(frame.id))
         except FrameError as exc:
-            await self.send(wire.error(exc.code, exc.detail, exc.task_id))
+            await self.reply(wire.error(exc.code, exc.detail, exc.task_id), exc.task_id)
 
     def _authorise(self, task_id: str, token: str, needs: Permission) -> None:
         try:
@@ -118,28 +136,48 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         found: ReadResult = await _store().read(sub.task_id, since)
         snapshot = found.snapshot
         if snapshot is None:
+            if since is not None and not resuming and sub.epoch is None:
+                return  # still no record: nothing was missed
             sub.epoch, sub.last_seq = None, 0
-            await self.send(wire.unknown_snapshot(sub.task_id, reset=since is not None))
+            await self.reply(wire.unknown_snapshot(sub.task_id, reset=since is not None),
+                             sub.task_id)
             return
         if since is not None and snapshot.epoch == epoch and found.missed is not None:
             if resuming:
-                await self.send(wire.resumed(sub.task_id, snapshot.epoch, since))
+                await self.reply(wire.resumed(sub.task_id, snapshot.epoch, since), sub.task_id)
             sub.epoch, sub.last_seq = snapshot.epoch, since
             for event_json in found.missed:
                 await self._forward(sub, event_json)
+            if not found.missed and json.loads(snapshot.json)["final"]:
+                await self._end(sub.task_id)  # the client already has the final event
             return
-        sub.epoch, sub.last_seq = snapshot.epoch, snapshot.seq
-        await self.send(wire.object_frame("snapshot", snapshot.json, reset=since is not None))
-        if json.loads(snapshot.json)["final"]:
+        current = json.loads(snapshot.json)
+        sub.epoch, sub.last_seq, sub.last_state = snapshot.epoch, snapshot.seq, current["state"]
+        await self.reply(wire.object_frame("snapshot", snapshot.json, reset=since is not None),
+                         sub.task_id)
+        if current["final"]:
             await self._end(sub.task_id)
+
+    async def _catch_up(self, sub: Subscription, live_epoch: str | None = None) -> None:
+        """After missed events: fill the gap from history, or send a reset snapshot."""
+        if sub.epoch is not None and live_epoch in (None, sub.epoch):
+            await self._resync(sub, sub.last_seq, sub.epoch, resuming=False)
+        else:
+            await self._resync(sub, 0, None, resuming=False)
 
     async def _forward(self, sub: Subscription, event_json: str) -> None:
         event = json.loads(event_json)
         if event["seq"] <= sub.last_seq:
             return
-        sub.last_seq = event["seq"]
-        await self.send(wire.object_frame("event", event_json))
-        if event["final"]:
+        await self._deliver(sub, event["seq"], event["state"], event["final"], event_json)
+
+    async def _deliver(self, sub: Subscription, seq: int, state: str, final: bool,
+                       event_json: str) -> None:
+        sub.last_seq = seq
+        progress_only = state == State.PROGRESS and sub.last_state == State.PROGRESS
+        sub.last_state = state
+        await self.outbox.put(wire.object_frame("event", event_json), sub.task_id, progress_only)
+        if final:
             await self._end(sub.task_id)
 
     async def task_event(self, message: TaskEventMessage) -> None:
@@ -149,22 +187,24 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         verdict = judge(sub, message["epoch"], message["seq"])
         if verdict is Verdict.FORWARD:
-            sub.epoch, sub.last_seq = message["epoch"], message["seq"]
-            await self.send(wire.object_frame("event", message["data"]))
-            if message["final"]:
-                await self._end(sub.task_id)
+            sub.epoch = message["epoch"]
+            await self._deliver(sub, message["seq"], message["state"], message["final"],
+                                message["data"])
         elif verdict is Verdict.RESYNC:
-            # A gap (a dropped message, a Redis reconnect) or a new epoch: fill
-            # from history when it covers the gap, else a reset snapshot.
-            same_epoch = sub.epoch == message["epoch"]
-            await self._resync(sub, sub.last_seq if same_epoch else 0,
-                               sub.epoch if same_epoch else None, resuming=False)
+            # A gap (a dropped message, a Redis reconnect) or a new epoch.
+            await self._catch_up(sub, message["epoch"])
+
+    async def layer_reconnected(self, message: dict[str, Any]) -> None:
+        """The channel layer lost Redis for a while: whatever was published then is gone."""
+        for sub in list(self.subscriptions.values()):
+            if sub.task_id in self.subscriptions:
+                await self._catch_up(sub)
 
     async def cancel(self, frame: Cancel) -> None:
         self._authorise(frame.task_id, frame.token, Permission.CANCEL)
         outcome, state = await sync_to_async(cancel, thread_sensitive=False)(frame.task_id)
         if outcome is CancelOutcome.ACCEPTED:
-            await self.send(wire.cancelling(frame.task_id))
+            await self.reply(wire.cancelling(frame.task_id), frame.task_id)
         else:
             detail = "no record for this task" if state is None else f"task is already {state}"
             raise FrameError(ErrorCode.NOT_CANCELLABLE, detail, frame.task_id)
@@ -175,7 +215,14 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         try:
-            await super().dispatch(message)
+            # Not super().dispatch(): Channels closes stale Django database
+            # connections before every message, a thread-pool hop per frame.
+            # TaskPulse has no database, and under fan-out that hop was a third
+            # of the server's CPU (docs/BENCHMARKS.md, "Profile").
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"no handler for message type {message.get('type')!r}")
+            await handler(message)
         except StopConsumer:
             raise
         except Exception:
@@ -183,4 +230,4 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # socket with 1011: log it and tell the client, who may retry.
             logger.exception("TaskPulse consumer failed on %s", message.get("type"))
             if message.get("type") == "websocket.receive":
-                await self.send(wire.error(ErrorCode.UNAVAILABLE, "server busy, try again"))
+                await self.reply(wire.error(ErrorCode.UNAVAILABLE, "server busy, try again"))

@@ -65,3 +65,48 @@ def flood_strikes() -> int:
 
 def max_frame_bytes() -> int:
     return int(_get("PROGRESS_MAX_FRAME_BYTES", 64 * 1024))
+
+
+def stall_timeout() -> float:
+    """Seconds without a worker heartbeat after which a running task is LOST (PROTOCOL.md §2)."""
+    return _get("PROGRESS_STALL_TIMEOUT", 60.0)
+
+
+def heartbeat_interval() -> float:
+    """Seconds between a worker's heartbeats: a quarter of the stall timeout, 0.2 to 15 s."""
+    return min(15.0, max(0.2, stall_timeout() / 4))
+
+
+def sweep_interval() -> float:
+    """Seconds between two looks for stalled tasks: a sixth of the stall timeout, 0.2 to 5 s."""
+    return min(5.0, max(0.2, stall_timeout() / 6))
+
+
+def cancel_grace() -> float:
+    """Seconds a cancelled running task has to reach a progress call before it is terminated."""
+    return _get("PROGRESS_CANCEL_GRACE", 10.0)
+
+
+def outbox_max_events() -> int:
+    """Events a worker process buffers while Redis is unreachable (progress/outbox.py)."""
+    return int(_get("PROGRESS_OUTBOX_MAX_EVENTS", 10_000))
+
+
+def send_queue_max_frames() -> int:
+    """Frames queued for a client that does not read before it is disconnected."""
+    return int(_get("PROGRESS_SEND_QUEUE_MAX_FRAMES", 1000))
+
+
+def slow_reader_timeout() -> float:
+    """Seconds a client may leave frames unread before it is disconnected."""
+    return _get("PROGRESS_SLOW_READER_TIMEOUT", 30.0)
+
+
+def progress_min_interval() -> float:
+    """Seconds between two published progress calls of a task; calls in between coalesce."""
+    return max(0.0, _get("PROGRESS_MIN_INTERVAL", 0.1))
+
+
+def asyncresult_interop() -> bool:
+    """Mirror progress into Celery's result backend (AsyncResult(id).state == "PROGRESS")."""
+    return bool(getattr(settings, "PROGRESS_ASYNCRESULT", True))

@@ -17,6 +17,16 @@ def history_key(task_id: str) -> str:
     return f"{conf.key_prefix()}:hist:{{{task_id}}}"
 
 
+def running_index_key() -> str:
+    """Sorted set of running task ids scored by their stall deadline (progress/sweeper.py)."""
+    return f"{conf.key_prefix()}:running"
+
+
+def group_members_key(group_id: str) -> str:
+    """Hash of a watched group's members and their states (progress/groups.py)."""
+    return f"{conf.key_prefix()}:members:{{{group_id}}}"
+
+
 def group_name(task_id: str) -> str:
     """Channel-layer group of a task (valid: task ids are [A-Za-z0-9_.-]{1,80})."""
     return f"task.{task_id}"

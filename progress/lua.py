@@ -4,53 +4,80 @@ Kept as data in one module so the sync (worker, views) and async (consumer)
 sides run byte-identical scripts.
 """
 
-# Record one event: check the state transition, assign the next seq, update
-# the record and its capped history, refresh expiry, PUBLISH the event to the
-# task's channel-layer group (msgpack, as RedisPubSubChannelLayer expects) and
-# tell the caller whether a cancel was requested.
-#
-# KEYS: record, history
+# The one place a record changes: check the state transition, assign the next
+# seq, update the record and its capped history, refresh expiry, keep the
+# stall deadline and the running-task index, PUBLISH the event to the task's
+# channel-layer group (msgpack, as RedisPubSubChannelLayer expects). Both
+# PUBLISH and MARK_LOST call it, so a LOST event is numbered like any other.
+# Deadlines use Redis' clock (TIME), so workers and servers never compare
+# their own clocks.
+_RECORD_EVENT = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function record_event(rec, hist, index, task_id, state, final, name_in, pfrag_in, rest,
+                            epoch_candidate, hist_len, ttl, channel, stall)
+  local cur = redis.call('HMGET', rec, 'state', 'final', 'epoch', 'name', 'pfrag', 'cancel')
+  local cur_state, epoch, name, pfrag = cur[1], cur[3], cur[4], cur[5]
+  local cancel = 0
+  if cur[6] then cancel = 1 end
+  if cur_state then
+    -- PENDING only creates a record (a retry re-publishes the same id); a
+    -- final record accepts nothing more, except a new attempt (STARTED)
+    -- after LOST, when Celery delivers the task again.
+    local new_attempt = cur_state == 'LOST' and state == 'STARTED'
+    if state == 'PENDING' or (cur[2] == '1' and not new_attempt) then
+      return {0, cancel, cur_state}
+    end
+  else
+    epoch = epoch_candidate
+    name = 'null'
+    pfrag = '"progress":{"current":0,"total":null,"percent":null,"message":null},'
+      .. '"eta":null,"meta":{}'
+  end
+  if name_in ~= '' then name = name_in end
+  if pfrag_in ~= '' then pfrag = pfrag_in end
+  local seq = redis.call('HINCRBY', rec, 'seq', 1)
+  local json = '{"epoch":"' .. epoch .. '","seq":' .. seq .. ',"name":' .. name
+    .. ',"state":"' .. state .. '","final":' .. (final == '1' and 'true' or 'false')
+    .. ',' .. pfrag .. ',' .. rest .. '}'
+  redis.call('HSET', rec, 'epoch', epoch, 'state', state, 'final', final,
+    'name', name, 'pfrag', pfrag, 'json', json)
+  if final == '1' or state == 'RETRY' then
+    -- no attempt runs any more: nothing to watch for a stall
+    redis.call('HDEL', rec, 'deadline')
+    redis.call('ZREM', index, task_id)
+  elseif stall ~= '' then
+    local deadline = now() + tonumber(stall)
+    redis.call('HSET', rec, 'deadline', tostring(deadline))
+    redis.call('ZADD', index, deadline, task_id)
+  end
+  redis.call('RPUSH', hist, json)
+  redis.call('LTRIM', hist, -tonumber(hist_len), -1)
+  -- Expiry changes with the state; within a run of PROGRESS events the (long)
+  -- active TTL is refreshed every 32nd event only: two EXPIREs are an eighth
+  -- of a hot task's script time (docs/BENCHMARKS.md, "Publisher").
+  if state ~= cur_state or final == '1' or seq % 32 == 0 then
+    redis.call('EXPIRE', rec, ttl)
+    redis.call('EXPIRE', hist, ttl)
+  end
+  redis.call('PUBLISH', channel, cmsgpack.pack({
+    type = 'task.event', task_id = task_id, epoch = epoch, seq = seq,
+    state = state, final = (final == '1'), data = json}))
+  return {seq, cancel, state}
+end
+"""
+
+# Record one event and tell the caller whether a cancel was requested.
+# KEYS: record, history, running index
 # ARGV: task_id, state, final("0"|"1"), name_json(""=keep), progress_fragment(""=keep),
 #       rest_fragment, epoch_candidate, history_length, ttl_seconds, group_channel,
-#       heartbeat_deadline(""=leave)
+#       stall_timeout(""=leave the deadline; else arm it: now + this many seconds)
 # Returns {seq (0 when refused), cancel_requested (0|1), state after the call}
-PUBLISH = """
-local rec, hist = KEYS[1], KEYS[2]
-local state, final = ARGV[2], ARGV[3]
-local cur = redis.call('HMGET', rec, 'state', 'final', 'epoch', 'name', 'pfrag', 'cancel')
-local cur_state, epoch, name, pfrag = cur[1], cur[3], cur[4], cur[5]
-local cancel = 0
-if cur[6] then cancel = 1 end
-if cur_state then
-  -- PENDING only creates a record (a retry re-publishes the same id); a
-  -- final record accepts nothing more, except LOST, which Celery may
-  -- follow with a new attempt of the same task.
-  if state == 'PENDING' or (cur[2] == '1' and cur_state ~= 'LOST') then
-    return {0, cancel, cur_state}
-  end
-else
-  epoch = ARGV[7]
-  name = 'null'
-  pfrag = '"progress":{"current":0,"total":null,"percent":null,"message":null},"eta":null,"meta":{}'
-end
-if ARGV[4] ~= '' then name = ARGV[4] end
-if ARGV[5] ~= '' then pfrag = ARGV[5] end
-local seq = redis.call('HINCRBY', rec, 'seq', 1)
-local json = '{"epoch":"' .. epoch .. '","seq":' .. seq .. ',"name":' .. name
-  .. ',"state":"' .. state .. '","final":' .. (final == '1' and 'true' or 'false')
-  .. ',' .. pfrag .. ',' .. ARGV[6] .. '}'
-redis.call('HSET', rec, 'epoch', epoch, 'state', state, 'final', final,
-  'name', name, 'pfrag', pfrag, 'json', json)
-if ARGV[11] ~= '' then redis.call('HSET', rec, 'deadline', ARGV[11]) end
-if final == '1' then redis.call('HDEL', rec, 'deadline') end
-redis.call('RPUSH', hist, json)
-redis.call('LTRIM', hist, -tonumber(ARGV[8]), -1)
-redis.call('EXPIRE', rec, ARGV[9])
-redis.call('EXPIRE', hist, ARGV[9])
-redis.call('PUBLISH', ARGV[10], cmsgpack.pack({
-  type = 'task.event', task_id = ARGV[1], epoch = epoch, seq = seq,
-  state = state, final = (final == '1'), data = json}))
-return {seq, cancel, state}
+PUBLISH = _RECORD_EVENT + """
+return record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 """
 
 # Read a record, and optionally the events after `since` from its history.
@@ -80,4 +107,52 @@ local r = redis.call('HMGET', KEYS[1], 'state', 'final')
 if not r[1] then return false end
 if r[2] ~= '1' then redis.call('HSET', KEYS[1], 'cancel', '1') end
 return r[1]
+"""
+
+# A worker's heartbeat for one running task: push its stall deadline out,
+# unless the deadline is disarmed (the task ended, or was marked LOST).
+# KEYS: record, running index   ARGV: task_id, stall_timeout
+# Returns {armed (0|1), cancel_requested (0|1)}
+BEAT = """
+local r = redis.call('HMGET', KEYS[1], 'deadline', 'cancel')
+local cancel = 0
+if r[2] then cancel = 1 end
+if not r[1] then return {0, cancel} end
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'deadline', tostring(deadline))
+redis.call('ZADD', KEYS[2], deadline, ARGV[1])
+return {1, cancel}
+"""
+
+# The running tasks whose stall deadline has passed (by Redis' clock).
+# KEYS: running index   ARGV: max ids to return
+DUE = """
+local t = redis.call('TIME')
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', t[1] .. '.' .. string.format('%06d', t[2]),
+  'LIMIT', 0, tonumber(ARGV[1]))
+"""
+
+# Mark a stalled task LOST, exactly once whatever the number of sweepers: the
+# deadline is checked and cleared in the same atomic step that records LOST.
+# KEYS: record, history, running index
+# ARGV: task_id, rest_fragment, history_length, ttl_seconds, group_channel
+# Returns the new seq, or 0 when the task is not (or no longer) stalled.
+MARK_LOST = _RECORD_EVENT + """
+local deadline = redis.call('HGET', KEYS[1], 'deadline')
+if not deadline then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 0
+end
+if tonumber(deadline) > now() then
+  redis.call('ZADD', KEYS[3], deadline, ARGV[1])
+  return 0
+end
+local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], 'LOST', '1', '', '', ARGV[2],
+  '', ARGV[3], ARGV[4], ARGV[5], '')
+if out[1] == 0 then  -- refused (already final): nothing left to watch
+  redis.call('HDEL', KEYS[1], 'deadline')
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+return out[1]
 """

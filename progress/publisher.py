@@ -1,4 +1,4 @@
-"""The task-author API: report progress from inside a Celery task.
+"""The task-author API and the one place this process publishes events.
 
     from progress.publisher import track
 
@@ -9,26 +9,44 @@
             write(row)
             progress.update(i, total=len(rows), message=f"row {i}")
 
-Each published call is one Redis round trip on a connection the process
-keeps open. Lifecycle states (STARTED, SUCCESS, ...) are published by
-progress.signals without the task doing anything.
+A published event is one EVALSHA on a connection the process keeps open;
+progress calls are throttled (progress/reporter.py), so a hot loop may call
+them freely. Lifecycle states (STARTED, SUCCESS, ...) are published by
+progress.signals without the task doing anything. docs/API.md has the rest.
 """
 
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
-from progress import conf
-from progress.encoding import encode_json_value
+from progress import conf, groups, lua
+from progress.outbox import outbox
 from progress.redis_client import sync_client
-from progress.states import State
-from progress.store import EventDraft, PublishOutcome, RecordStore, progress_fragment
+from progress.reporter import KEEP, Keep, TaskCancelled, TaskProgress
+from progress.script_runner import ScriptRunner
+from progress.states import State, is_final
+from progress.store import (
+    EventDraft,
+    PublishOutcome,
+    RecordStore,
+    _parse_publish,
+    _publish_args,
+)
 
+__all__ = [
+    "KEEP", "EventDraft", "Keep", "TaskCancelled", "TaskProgress", "current_progress",
+    "forget", "note_group", "publish", "store", "track", "with_progress",
+]
 
-class TaskCancelled(Exception):
-    """Raised by a progress call once someone cancelled the task.
+PROGRESS_KEYWORD = "progress"
 
-    Catch it to clean up; let it propagate and the task ends as REVOKED.
-    """
+logger = logging.getLogger(__name__)
 
 
 class _BoundTask(Protocol):
@@ -52,88 +70,164 @@ def store() -> RecordStore:
     return found
 
 
-def publish(draft: EventDraft) -> PublishOutcome:
-    return store().publish(draft)
+# -- publishing ----------------------------------------------------------------
+
+_runner_of_this_process: ScriptRunner | None = None
+# task id -> its TaskPulse group (progress/groups.py), for tasks running here
+_member_groups: dict[str, str] = {}
 
 
-class TaskProgress:
-    """Progress of one task; thread-safe, so worker threads inside a task may share it."""
-
-    def __init__(self, task_id: str, name: str | None = None) -> None:
-        self.task_id = task_id
-        self.name = name
-        self.current: float = 0
-        self.total: float | None = None
-        self.message: str | None = None
-        self.meta_json = "{}"
-        self._lock = threading.Lock()
-
-    def update(
-        self,
-        current: float | None = None,
-        total: float | None = None,
-        message: str | None = None,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        """Set absolute progress; arguments left out keep their last value."""
-        with self._lock:
-            if current is not None:
-                self.current = current
-            if total is not None:
-                self.total = total
-            self._publish_locked(message, meta)
-
-    def advance(
-        self, by: float = 1, message: str | None = None, meta: dict[str, Any] | None = None
-    ) -> None:
-        """Add `by` to the current progress."""
-        with self._lock:
-            self.current += by
-            self._publish_locked(message, meta)
-
-    def _publish_locked(self, message: str | None, meta: dict[str, Any] | None) -> None:
-        if message is not None:
-            self.message = str(message)
-        if meta is not None:
-            self.meta_json = _encode_meta(meta)
-        fragment = progress_fragment(self.current, self.total, self.message, None, self.meta_json)
-        outcome = publish(
-            EventDraft(self.task_id, State.PROGRESS, self.name, progress_fragment=fragment)
-        )
-        if outcome.cancel_requested:
-            raise TaskCancelled(f"task {self.task_id} was cancelled")
+def _runner() -> ScriptRunner:
+    """The PUBLISH script on this process's own connection."""
+    global _runner_of_this_process
+    runner = _runner_of_this_process
+    if runner is None:
+        runner = _runner_of_this_process = ScriptRunner(conf.redis_url(), lua.PUBLISH)
+    return runner
 
 
-def _encode_meta(meta: dict[str, Any]) -> str:
-    if not isinstance(meta, dict):
-        raise TypeError(f"meta must be a dict of JSON values, not {type(meta).__name__}")
-    return encode_json_value(meta, conf.meta_max_bytes())
+def _forget_runner_after_fork() -> None:
+    # A forked pool child opens its own connection, never writes to its parent's socket.
+    global _runner_of_this_process
+    _runner_of_this_process = None
 
+
+os.register_at_fork(after_in_child=_forget_runner_after_fork)
+
+
+def publish(draft: EventDraft, fraction: float | None = None) -> PublishOutcome:
+    """Record and push one event: every event of this process goes through here.
+
+    A state change first publishes progress the throttle still holds, so the
+    last values are delivered before it. `fraction` (0-1, None when unknown)
+    feeds the task's group, if it belongs to one. Buffered in order while
+    Redis is unreachable.
+    """
+    if draft.state is not State.PROGRESS:
+        _flush_held_back(draft.task_id)
+        if draft.state is State.STARTED:
+            _note_group(draft.task_id)
+    outcome = outbox().publish(draft, _publish_now)
+    group_id = _member_groups.get(draft.task_id)
+    if group_id is not None:
+        final = is_final(draft.state)
+        # A final state the record already had (a queued member cancelled from the
+        # web, then revoked by the worker) still has to reach the group.
+        if outcome.accepted or final:
+            _aggregate(group_id, draft, fraction)
+        if final:
+            _member_groups.pop(draft.task_id, None)
+    return outcome
+
+
+def _publish_now(draft: EventDraft) -> PublishOutcome:
+    script_keys, args = _publish_args(draft)
+    return _parse_publish(_runner()(script_keys, args))
+
+
+def _note_group(task_id: str) -> None:
+    note_group(task_id, groups.member_group(task_id))
+
+
+def note_group(task_id: str, group_id: str | None) -> None:
+    """Remember Celery's group id of a task this process publishes for (None: no group)."""
+    if group_id:
+        _member_groups[task_id] = group_id
+
+
+def _aggregate(group_id: str, draft: EventDraft, fraction: float | None) -> None:
+    try:
+        member = groups.member_event(group_id, draft, fraction)
+    except Exception:
+        # The member's own event is recorded; its group catches up at the next one.
+        logger.warning("TaskPulse could not update group %s for task %s", group_id,
+                       draft.task_id, exc_info=True)
+        return
+    if not member:
+        _member_groups.pop(draft.task_id, None)  # a plain Celery group: nothing to aggregate
+
+
+# -- the task author's API -----------------------------------------------------
 
 _reporters: dict[str, TaskProgress] = {}
 _reporters_lock = threading.Lock()
 
 
-def track(task: _BoundTask | str) -> TaskProgress:
+def track(task: _BoundTask | str, min_interval: float | None = None) -> TaskProgress:
     """The progress reporter of a bound task (`self`) or of a task id.
 
     The same object is returned for the same task id within a process, so a
     helper function that only knows the id continues where the task left off.
+    `min_interval` overrides PROGRESS_MIN_INTERVAL for this task (0: publish every call).
     """
     if isinstance(task, str):
-        task_id, name = task, None
+        task_id, name, bound = task, None, None
     else:
-        task_id, name = task.request.id, task.name
+        task_id, name, bound = task.request.id, task.name, task
         if not task_id:
             raise ValueError("track(self) needs a running task: self.request.id is empty")
     with _reporters_lock:
         reporter = _reporters.get(task_id)
         if reporter is None:
-            reporter = _reporters[task_id] = TaskProgress(task_id, name)
+            reporter = _reporters[task_id] = TaskProgress(task_id, publish, name, bound)
+    if min_interval is not None:
+        reporter.interval = max(0.0, min_interval)
     return reporter
 
 
+def current_progress() -> TaskProgress:
+    """The reporter of the task running in this thread (for helpers that get no task)."""
+    from celery._state import get_current_task
+
+    # Not the `current_task` proxy: it follows whatever runs in the calling
+    # thread, and the reporter keeps its task for later (trailing) writes.
+    task = get_current_task()
+    if task is None or not getattr(task.request, "id", None):
+        raise RuntimeError(
+            "current_progress() needs a running Celery task in this thread; "
+            "from another thread pass the task id: track(task_id)")
+    return track(task)
+
+
+R = TypeVar("R")
+
+
+def with_progress(fn: Callable[..., R]) -> Callable[..., R]:
+    """Decorator for a bound task: pass its reporter as the `progress` keyword.
+
+        @shared_task(bind=True)
+        @with_progress
+        def export(self, rows, *, progress):
+            ...
+
+    Held-back values are published when the function returns.
+    """
+    signature = inspect.signature(fn)
+    if PROGRESS_KEYWORD not in signature.parameters:
+        raise TypeError(f"{fn.__name__} must accept a `{PROGRESS_KEYWORD}` keyword argument")
+
+    @functools.wraps(fn)
+    def run(self: _BoundTask, *args: Any, **kwargs: Any) -> R:
+        with track(self) as progress:
+            return fn(self, *args, **{PROGRESS_KEYWORD: progress}, **kwargs)
+
+    # Celery checks call arguments against the signature: callers never pass `progress`.
+    params = [p for name, p in signature.parameters.items() if name != PROGRESS_KEYWORD]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return run
+
+
+def _flush_held_back(task_id: str) -> None:
+    reporter = _reporters.get(task_id)
+    if reporter is not None:
+        reporter.publish_held_back()
+
+
 def forget(task_id: str) -> None:
-    """Drop a finished task's reporter (called when the task ends)."""
+    """The task ended: publish what its reporter held back, then drop it."""
     with _reporters_lock:
-        _reporters.pop(task_id, None)
+        reporter = _reporters.pop(task_id, None)
+    if reporter is not None:
+        reporter.close(flush=True)
+    _member_groups.pop(task_id, None)
+

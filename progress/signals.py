@@ -15,8 +15,11 @@ from celery.exceptions import Retry
 
 from progress import conf, publisher
 from progress.encoding import encode_json_value, error_info
+from progress.heartbeat import heartbeat
+from progress.outbox import outbox
 from progress.states import State
 from progress.store import EventDraft
+from progress.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ logger = logging.getLogger(__name__)
 # user work and would only add records nobody watches.
 INTERNAL_PREFIX = "celery."
 OPT_OUT_ATTRIBUTE = "track_progress"
+OUTBOX_DRAIN_SECONDS = 10.0
 
 
 def is_tracked(task_name: str | None, task: Any = None) -> bool:
@@ -54,7 +58,10 @@ def on_before_publish(sender: str | None = None, headers: dict[str, Any] | None 
 
 def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task_id and is_tracked(getattr(task, "name", None), task):
-        _record(EventDraft(task_id, State.STARTED, name=task.name))
+        # STARTED arms the stall deadline; this process's heartbeat keeps it alive.
+        _record(EventDraft(task_id, State.STARTED, name=task.name,
+                           stall_timeout=conf.stall_timeout()))
+        heartbeat().begin(task_id)
 
 
 def on_retry(request: Any = None, reason: Any = None, sender: Any = None, **_: Any) -> None:
@@ -86,13 +93,33 @@ def on_revoked(request: Any = None, terminated: bool = False, expired: bool = Fa
     task_id = getattr(request, "id", None)
     if task_id and is_tracked(getattr(sender, "name", None), sender):
         why = "expired" if expired else ("terminated" if terminated else "revoked")
+        publisher.note_group(task_id, getattr(request, "group", None))  # it may never have run
         _record(EventDraft(task_id, State.REVOKED,
                            error={"type": "TaskRevokedError", "message": f"task {why}"}))
 
 
 def on_postrun(task_id: str | None = None, **_: Any) -> None:
     if task_id:
+        heartbeat().end(task_id)
         publisher.forget(task_id)
+
+
+_sweepers: list[Sweeper] = []
+
+
+def on_worker_ready(**_: Any) -> None:
+    """The worker's main process sweeps for stalled tasks too (see progress/sweeper.py)."""
+    _sweepers.append(Sweeper().start())
+
+
+def on_worker_shutdown(**_: Any) -> None:
+    while _sweepers:
+        _sweepers.pop().stop()
+
+
+def on_process_shutdown(**_: Any) -> None:
+    heartbeat().stop()
+    outbox().drain(OUTBOX_DRAIN_SECONDS)
 
 
 HOOKS: list[tuple[Any, Callable[..., None]]] = [
@@ -103,6 +130,9 @@ HOOKS: list[tuple[Any, Callable[..., None]]] = [
     (signals.task_failure, on_failure),
     (signals.task_revoked, on_revoked),
     (signals.task_postrun, on_postrun),
+    (signals.worker_ready, on_worker_ready),
+    (signals.worker_shutdown, on_worker_shutdown),
+    (signals.worker_process_shutdown, on_process_shutdown),
 ]
 
 

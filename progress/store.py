@@ -6,12 +6,16 @@ atomically whatever the number of writers. `RecordStore` serves sync code
 the argument building and result parsing below.
 """
 
+import functools
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from progress import conf, keys, lua
 from progress.encoding import dumps, utc_now_iso
@@ -37,7 +41,8 @@ class EventDraft:
     progress_fragment: str | None = None
     result_json: str = "null"
     error: ErrorInfo | None = None
-    heartbeat_deadline: float | None = None
+    # Arm the stall deadline (STARTED): LOST unless heartbeats follow within this many s.
+    stall_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,13 @@ class ReadResult:
     missed: list[str] | None  # events after `since`; None when history cannot cover it
 
 
+def percent_of(current: float, total: float | None) -> float | None:
+    """0-100, or None while the total is unknown (PROTOCOL.md §3)."""
+    if not total:
+        return None
+    return round(max(0.0, min(100.0, current * 100.0 / total)), 2)
+
+
 def progress_fragment(
     current: float,
     total: float | None,
@@ -71,24 +83,71 @@ def progress_fragment(
     eta: float | None,
     meta_json: str,
 ) -> str:
-    percent = None
-    if total:
-        percent = round(max(0.0, min(100.0, current * 100.0 / total)), 2)
-    progress = {"current": current, "total": total, "percent": percent, "message": message}
-    return f'"progress":{dumps(progress)},"eta":{dumps(eta)},"meta":{meta_json}'
+    # Formatted field by field: a hot progress loop publishes this up to every
+    # PROGRESS_MIN_INTERVAL, and dumps() of a dict costs several times more.
+    percent = percent_of(current, total)
+    return (
+        f'"progress":{{"current":{_number(current)},"total":{_number(total)},'
+        f'"percent":{_number(percent)},"message":{"null" if message is None else dumps(message)}}},'
+        f'"eta":{_number(eta)},"meta":{meta_json}'
+    )
+
+
+def _number(value: float | None) -> str:
+    """JSON for a number or None, as dumps() would write it."""
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return dumps(value)  # anything else, including NaN and infinity, which it refuses
 
 
 def new_epoch() -> str:
     return secrets.token_hex(6)
 
 
-def _publish_args(draft: EventDraft) -> tuple[list[str], list[Any]]:
-    final = is_final(draft.state)
-    rest = (
-        f'"task_id":{dumps(draft.task_id)},"result":{draft.result_json},'
-        f'"error":{dumps(draft.error)},"updated_at":"{utc_now_iso()}"'
+def rest_fragment(task_id: str, result_json: str, error: ErrorInfo | None) -> str:
+    """The event fields after the progress, stamped now (PROTOCOL.md §3 `updated_at`)."""
+    return (
+        f'"task_id":{dumps(task_id)},"result":{result_json},'
+        f'"error":{"null" if error is None else dumps(error)},"updated_at":"{utc_now_iso()}"'
     )
-    ttl = conf.final_ttl() if final else conf.active_ttl()
+
+
+@functools.lru_cache(maxsize=4096)
+def _task_names(prefix: str, task_id: str) -> tuple[tuple[str, ...], str]:
+    """A task's script keys and group channel: the same strings for all its events.
+
+    Cached because a hot progress loop would rebuild them for every event;
+    `prefix` is part of the cache key so a changed setting is honoured.
+    """
+    script_keys = (keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key())
+    return script_keys, keys.group_channel(task_id)
+
+
+@functools.cache
+def _record_settings() -> tuple[str, int, int, int]:
+    """(key prefix, history length, active TTL, final TTL), read once per settings change.
+
+    Each Django settings read costs about a microsecond; a published progress
+    call would make four of them.
+    """
+    return conf.key_prefix(), conf.history_length(), conf.active_ttl(), conf.final_ttl()
+
+
+@receiver(setting_changed)
+def _forget_record_settings(**_: Any) -> None:
+    _record_settings.cache_clear()
+
+
+def _publish_args(draft: EventDraft) -> tuple[list[str], list[Any]]:
+    prefix, history_length, active_ttl, final_ttl = _record_settings()
+    script_keys, channel = _task_names(prefix, draft.task_id)
+    final = is_final(draft.state)
+    rest = rest_fragment(draft.task_id, draft.result_json, draft.error)
+    ttl = final_ttl if final else active_ttl
     args = [
         draft.task_id,
         draft.state.value,
@@ -97,12 +156,12 @@ def _publish_args(draft: EventDraft) -> tuple[list[str], list[Any]]:
         draft.progress_fragment or "",
         rest,
         new_epoch(),
-        conf.history_length(),
+        history_length,
         ttl,
-        keys.group_channel(draft.task_id),
-        "" if draft.heartbeat_deadline is None else repr(draft.heartbeat_deadline),
+        channel,
+        "" if draft.stall_timeout is None else repr(draft.stall_timeout),
     ]
-    return [keys.record_key(draft.task_id), keys.history_key(draft.task_id)], args
+    return list(script_keys), args
 
 
 def _parse_publish(raw: list[Any]) -> PublishOutcome:

@@ -79,7 +79,7 @@ SESSION_COOKIE_SECURE = not DEBUG
 CHANNEL_LAYER_PREFIX = env_str("TASKPULSE_PREFIX", "tp")
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
     }
 }
@@ -94,6 +94,14 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Ride out a Redis restart instead of failing a finished task because its
+# result could not be stored: retry for up to ~30 s (docs/GUARANTEES.md).
+# How long Celery waits before reporting a killed pool child's task as
+# WorkerLostError (TaskPulse shows FAILURE then); keep it below PROGRESS_STALL_TIMEOUT.
+CELERY_WORKER_LOST_WAIT = env_number("CELERY_WORKER_LOST_WAIT", 10.0)
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 20
+CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS = 2000
 
 # TaskPulse's own settings (read through progress.conf, which holds defaults).
 PROGRESS_KEY_PREFIX = CHANNEL_LAYER_PREFIX
@@ -102,6 +110,22 @@ PROGRESS_HISTORY_LENGTH = env_int("PROGRESS_HISTORY_LENGTH", 200)
 PROGRESS_TOKEN_MAX_AGE = env_int("PROGRESS_TOKEN_MAX_AGE", 24 * 3600)
 PROGRESS_STALL_TIMEOUT = env_number("PROGRESS_STALL_TIMEOUT", 60.0)
 PROGRESS_SEND_TRACEBACK = env_bool("PROGRESS_SEND_TRACEBACK", False)
+PROGRESS_MIN_INTERVAL = env_number("PROGRESS_MIN_INTERVAL", 0.1)
+PROGRESS_ASYNCRESULT = env_bool("PROGRESS_ASYNCRESULT", True)
+PROGRESS_CANCEL_GRACE = env_number("PROGRESS_CANCEL_GRACE", 10.0)
+PROGRESS_OUTBOX_MAX_EVENTS = env_int("PROGRESS_OUTBOX_MAX_EVENTS", 10_000)
+# Per-connection limits (PROTOCOL.md §4 Errors; docs/GUARANTEES.md).
+PROGRESS_MAX_SUBSCRIPTIONS = env_int("PROGRESS_MAX_SUBSCRIPTIONS", 100)
+PROGRESS_RATE_LIMIT = env_number("PROGRESS_RATE_LIMIT", 50.0)
+PROGRESS_RATE_BURST = env_number("PROGRESS_RATE_BURST", 100.0)
+PROGRESS_FLOOD_STRIKES = env_int("PROGRESS_FLOOD_STRIKES", 50)
+PROGRESS_MAX_FRAME_BYTES = env_int("PROGRESS_MAX_FRAME_BYTES", 64 * 1024)
+PROGRESS_SEND_QUEUE_MAX_FRAMES = env_int("PROGRESS_SEND_QUEUE_MAX_FRAMES", 1000)
+PROGRESS_SLOW_READER_TIMEOUT = env_number("PROGRESS_SLOW_READER_TIMEOUT", 30.0)
+# WebSocket keepalive (project/serve.py): ping an idle client every INTERVAL s,
+# drop it when no pong came TIMEOUT s later.
+PROGRESS_PING_INTERVAL = env_int("PROGRESS_PING_INTERVAL", 20)
+PROGRESS_PING_TIMEOUT = env_int("PROGRESS_PING_TIMEOUT", 30)
 
 LOGGING = {
     "version": 1,

@@ -146,3 +146,18 @@ def running(*procs: Proc) -> Iterator[None]:
     finally:
         for proc in procs:
             proc.stop()
+
+
+def redis_server(port: int, data_dir: str, persistent: bool = True) -> Proc:
+    """A private redis-server (fault tests restart it; never the shared one)."""
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", data_dir,
+            "--save", "", "--appendonly", "yes" if persistent else "no",
+            "--appendfsync", "always"]
+    return Proc(f"redis:{port}", argv, dict(os.environ),
+                ready_marker="Ready to accept connections")
+
+
+def start_redis(port: int, data_dir: str, persistent: bool = True) -> Proc:
+    proc = redis_server(port, data_dir, persistent).start()
+    proc.wait_marker()
+    return proc

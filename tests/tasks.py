@@ -1,6 +1,7 @@
 """Tasks only the test suite's worker loads (CELERY_IMPORTS=tests.tasks)."""
 
 import datetime
+import os
 import time
 from typing import Any
 
@@ -28,3 +29,69 @@ def slow_steps(self: Any, steps: int = 50, delay: float = 0.1) -> dict[str, Any]
         time.sleep(delay)
         progress.update(i, total=steps)
     return {"steps": steps}
+
+
+@shared_task(bind=True, name="tests.blocks")
+def blocks(self: Any, seconds: float = 60.0) -> str:
+    """Reports one step (with its process id), then blocks without progress calls."""
+    track(self).update(1, total=2, message="blocking", meta={"pid": os.getpid()})
+    time.sleep(seconds)
+    return "done"
+
+
+@shared_task(bind=True, name="tests.chatty")
+def chatty(self: Any, steps: int = 2000, pad: int = 2000) -> dict[str, Any]:
+    """Reports progress as fast as it can, with a padded message (fills slow readers)."""
+    progress = track(self)
+    padding = "x" * pad
+    for i in range(1, steps + 1):
+        progress.update(i, total=steps, message=padding)
+    return {"steps": steps}
+
+
+# -- issue 4: publisher, groups, AsyncResult interop -----------------------------
+
+
+@shared_task(bind=True, name="tests.hot_loop")
+def hot_loop(self: Any, calls: int = 200_000) -> dict[str, int]:
+    """Calls update() in a tight loop: the throttle must coalesce it."""
+    progress = track(self)
+    for i in range(1, calls + 1):
+        progress.update(i, total=calls, message=f"call {i}")
+    return {"calls": calls}
+
+
+@shared_task(bind=True, name="tests.threaded")
+def threaded(self: Any, threads: int = 4, per_thread: int = 5000) -> dict[str, int]:
+    """Worker threads report through a helper that only knows the task id."""
+    import threading
+
+    task_id = self.request.id
+    track(self).update(0, total=threads * per_thread)
+
+    def helper() -> None:
+        for _ in range(per_thread):
+            track(task_id).advance()
+
+    workers = [threading.Thread(target=helper) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return {"done": threads * per_thread}
+
+
+@shared_task(bind=True, name="tests.fails_after")
+def fails_after(self: Any, steps: int = 3, delay: float = 0.05) -> None:
+    """Reports `steps` steps, then raises."""
+    progress = track(self)
+    for i in range(1, steps + 1):
+        time.sleep(delay)
+        progress.update(i, total=steps + 1)
+    raise ValueError(f"gave up after {steps}")
+
+
+@shared_task(bind=True, name="tests.total")
+def total(self: Any, results: list[dict[str, int]]) -> dict[str, int]:
+    """A chord body: adds up the members' `steps`."""
+    return {"steps": sum(r["steps"] for r in results)}

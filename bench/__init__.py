@@ -1,0 +1,1 @@
+"""Benchmarks of the real stack; `python -m bench.run_all` writes docs/BENCHMARKS.md."""

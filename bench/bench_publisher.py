@@ -1,0 +1,228 @@
+"""Cost of one progress call in a Celery task, side by side on one Redis:
+
+- a raw Redis round trip (redis-py PING on a persistent connection; and a bare socket PING),
+- the naive `async_to_sync(get_channel_layer().group_send)(group, message)`,
+  with the project's layer (RedisPubSubChannelLayer) and channels_redis' default
+  RedisChannelLayer,
+- a TaskPulse published call (`track(id).update(...)` with PROGRESS_MIN_INTERVAL=0),
+  without and with the AsyncResult mirror,
+- a TaskPulse throttled call (the default PROGRESS_MIN_INTERVAL=0.1), 1,000,000 in a loop.
+
+Within a round the fast cases take turns in slices of 50 calls, and the figures
+are per-call medians over the rounds, so a noisy neighbour slows every case alike.
+
+    .venv/bin/python -m bench.bench_publisher [--rounds 15] [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bench import report, stack
+
+TARGET_PUBLISHED_RATIO = 1.5
+TARGET_THROTTLED_SECONDS = 1.0  # for 1,000,000 calls
+THROTTLED_CALLS = 1_000_000
+NAIVE_CALLS = 200  # a few ms each: fewer calls, same number of rounds
+SLICE = 50  # calls per turn of the fast cases within a round
+SERVER_SAMPLE = 2000  # published calls timed by Redis itself
+REFERENCE = "raw round trip: redis-py PING"
+PUBLISHED = "TaskPulse published call"
+THROTTLED = "TaskPulse throttled call (PROGRESS_MIN_INTERVAL=0.1)"
+
+
+def seconds_for(fn: Callable[[], Any], calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - started
+
+
+Case = tuple[Callable[[], Any], int]  # (one call, calls per round; 0: the --calls default)
+
+
+def one_round(cases: dict[str, Case], calls: int) -> dict[str, float]:
+    """µs per call of every case in one round.
+
+    The sub-millisecond cases run in slices of SLICE calls, taking turns, so a
+    burst of load from another process falls on all of them rather than on one.
+    """
+    spent = dict.fromkeys(cases, 0.0)
+    taking_turns = [name for name, (_, fixed) in cases.items() if not fixed]
+    for _ in range(max(1, calls // SLICE)):
+        for name in taking_turns:
+            spent[name] += seconds_for(cases[name][0], SLICE)
+    result = {name: spent[name] * 1e6 / (max(1, calls // SLICE) * SLICE)
+              for name in taking_turns}
+    for name, (fn, fixed) in cases.items():
+        if fixed:
+            result[name] = seconds_for(fn, fixed) * 1e6 / fixed
+    return result
+
+
+def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
+    import redis
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from channels_redis.core import RedisChannelLayer
+    from django.test import override_settings
+
+    from progress.publisher import forget, track
+
+    client = redis.Redis.from_url(redis_url)
+    client.ping()
+    bare = client.connection_pool.make_connection()
+    bare.connect()
+
+    def bare_ping() -> None:
+        bare.send_command("PING")
+        bare.read_response()
+
+    project_layer = get_channel_layer()
+    core_layer = RedisChannelLayer(hosts=[redis_url], prefix="tpbenchcore")
+    message = {"type": "task.event", "task_id": "bench", "seq": 1, "data": "{}"}
+    project_send = async_to_sync(project_layer.group_send)
+    core_send = async_to_sync(core_layer.group_send)
+
+    with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=False):
+        published = track(f"bench-published-{uuid.uuid4()}")
+    with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=True):
+        mirrored = track(f"bench-mirrored-{uuid.uuid4()}")
+    counter = {"i": 0}
+
+    def publish_once() -> None:
+        counter["i"] += 1
+        published.update(counter["i"], total=10**9, message="bench")
+
+    def mirror_once() -> None:
+        counter["i"] += 1
+        mirrored.update(counter["i"], total=10**9, message="bench")
+
+    cases: dict[str, Case] = {
+        REFERENCE: (client.ping, 0),
+        "raw round trip: bare-socket PING": (bare_ping, 0),
+        "naive group_send, project layer (pub/sub)": (
+            lambda: project_send("task.bench", message), NAIVE_CALLS),
+        "naive group_send, RedisChannelLayer": (
+            lambda: core_send("task.bench", message), NAIVE_CALLS),
+        PUBLISHED: (publish_once, 0),
+        "TaskPulse published call + AsyncResult mirror": (mirror_once, 0),
+    }
+
+    def cleanup() -> None:
+        forget(published.task_id)
+        forget(mirrored.task_id)
+        bare.disconnect()
+
+    return cases, cleanup
+
+
+def throttled_seconds() -> float:
+    """Seconds for THROTTLED_CALLS calls at the default interval (interop on: the default)."""
+    from django.test import override_settings
+
+    from progress.publisher import forget, track
+
+    with override_settings(PROGRESS_MIN_INTERVAL=0.1, PROGRESS_ASYNCRESULT=True):
+        progress = track(f"bench-throttled-{uuid.uuid4()}")
+    update = progress.update
+    started = time.perf_counter()
+    for i in range(THROTTLED_CALLS):
+        update(i, total=THROTTLED_CALLS)
+    elapsed = time.perf_counter() - started
+    forget(progress.task_id)
+    return elapsed
+
+
+def server_side_us(client: Any, publish_once: Callable[[], Any]) -> float:
+    """µs Redis itself spends per EVALSHA of the record script (INFO commandstats)."""
+    client.config_resetstat()
+    seconds_for(publish_once, SERVER_SAMPLE)
+    return float(client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met in this run"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=2000, help="calls per case per round")
+    parser.add_argument("--no-write", action="store_true", help="print, leave the doc alone")
+    opts = parser.parse_args()
+
+    setup = report.machine()
+    with stack.private_redis() as server:
+        env = stack.bench_env(server.url)
+        stack.setup_django(env)
+        import project.celery  # noqa: F401  (the app whose result backend the mirror writes)
+
+        cases, cleanup = build_cases(server.url)
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        throttled: list[float] = []
+        for _ in range(opts.rounds):
+            for name, per_call in one_round(cases, opts.calls).items():
+                samples[name].append(per_call)
+            throttled.append(throttled_seconds())
+        server_us = server_side_us(server.client(), cases[PUBLISHED][0])
+        cleanup()
+
+    pings = samples[REFERENCE]
+    samples[THROTTLED] = [s * 1e6 / THROTTLED_CALLS for s in throttled]
+
+    def ratio(name: str) -> float:
+        # Per round, then the median: both sides of a ratio saw the same noise.
+        return report.median([v / p for v, p in zip(samples[name], pings, strict=True)])
+
+    rows: list[list[Any]] = [
+        [name, report.median(values), ratio(name), min(values), max(values)]
+        for name, values in samples.items()
+    ]
+    throttled_s = report.median(throttled)
+    published_ratio = ratio(PUBLISHED)
+    report.save_data("publisher", {"setup": setup, "samples_us": samples,
+                                   "throttled_seconds": throttled, "rounds": opts.rounds})
+    markdown = f"""## Publisher: the cost of one progress call
+
+Set-up: {setup}. One process, a private redis-server, {opts.rounds} rounds; in
+each round every fast case runs {opts.calls} calls in slices of {SLICE}, the cases
+taking turns, so noise hits them alike ({NAIVE_CALLS} calls each for the naive
+paths, {THROTTLED_CALLS:,} for the throttled call). Figures are per call, median
+over the rounds (µs), and the ratio to the redis-py PING round trip (median of
+the per-round ratios).
+
+{report.table(["path", "µs per call", "x round trip", "best round", "worst round"], rows)}
+
+- The round trip: redis-py `PING` on a persistent connection, what "one Redis
+  round trip" costs a Python process using the usual client (the reference of
+  the targets); the bare-socket `PING` (redis-py's connection object, no client
+  layer) shows the floor under it.
+- Published call: `track(id).update(...)` with `PROGRESS_MIN_INTERVAL=0` and
+  `PROGRESS_ASYNCRESULT=0`: one EVALSHA (seq, record, history, expiry, cancel flag
+  and the PUBLISH to the task's channel-layer group) on the worker's own
+  connection; target ≤ {TARGET_PUBLISHED_RATIO}x the round trip — measured
+  {published_ratio:.2f}x ({verdict(published_ratio <= TARGET_PUBLISHED_RATIO)}).
+- Of a published call, Redis itself spends {server_us:.1f} µs running the record
+  script (INFO commandstats); the rest is the round trip and the worker's Python.
+- Throttled call: {THROTTLED_CALLS:,} `update()` calls at the defaults took
+  {throttled_s:.2f} s (median round); target ≤ {TARGET_THROTTLED_SECONDS:.0f} s
+  ({verdict(throttled_s <= TARGET_THROTTLED_SECONDS)}).
+- With the AsyncResult mirror (`PROGRESS_ASYNCRESULT=1`, the default) a published call
+  also writes Celery's result key (one more round trip, on the publisher's own
+  connection when the result backend is the same Redis); throttled calls never do.
+- The naive paths open an event loop and a Redis connection per call.
+
+Command: `{report.command_line()}`"""
+    if opts.no_write:
+        print(markdown)
+    else:
+        report.write_section("publisher", markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""A connection's outbound queue: bounded memory for clients that read slowly.
+
+Frames go straight to the server while the client keeps up. When the bytes
+the server could not yet write to the socket pass HIGH_WATER (daphne exposes
+them through project/serve.py; other servers report 0 and never queue),
+frames wait here instead: a newer progress-only event of a task replaces
+its queued one (PROTOCOL.md §4 rule 5); state changes and final frames are
+kept. A client that leaves frames unread too long, or lets too many queue,
+is disconnected: it resumes later with `since`/`epoch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+# Bytes the server may hold unwritten for one connection before we queue.
+HIGH_WATER = 256 * 1024
+DRAIN_POLL = 0.05  # seconds between looks at a backed-up transport
+
+Send = Callable[[str], Awaitable[None]]
+Backlog = Callable[[], int]
+Overflow = Callable[[], Awaitable[None]]
+
+
+class QueueVerdict(Enum):
+    SENT = "sent"
+    QUEUED = "queued"
+    OVERFLOW = "overflow"  # the client does not read: it is being disconnected
+
+
+@dataclass(slots=True)
+class _Queued:
+    frame: str
+    task_id: str | None
+    progress_only: bool
+    since: float
+
+
+def no_backlog() -> int:
+    return 0
+
+
+class SendQueue:
+    def __init__(self, send: Send, backlog: Backlog, on_overflow: Overflow,
+                 max_frames: int, max_wait: float) -> None:
+        self._send = send
+        self._backlog = backlog
+        self._on_overflow = on_overflow
+        self.max_frames = max_frames
+        self.max_wait = max_wait
+        self._queue: deque[_Queued] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self.overflowed = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def put(self, frame: str, task_id: str | None = None,
+                  progress_only: bool = False) -> QueueVerdict:
+        if self.overflowed:
+            return QueueVerdict.OVERFLOW
+        if not self._queue and self._backlog() <= HIGH_WATER:
+            await self._send(frame)
+            return QueueVerdict.SENT
+        if not (progress_only and self._replace_queued(task_id, frame)):
+            self._queue.append(_Queued(frame, task_id, progress_only, time.monotonic()))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await self._check()
+
+    def _replace_queued(self, task_id: str | None, frame: str) -> bool:
+        """Coalesce with the task's newest queued frame if that is progress-only too."""
+        for item in reversed(self._queue):
+            if item.task_id == task_id:
+                if item.progress_only:
+                    item.frame = frame
+                    return True
+                return False
+        return False
+
+    async def _check(self) -> QueueVerdict:
+        too_old = bool(self._queue) and time.monotonic() - self._queue[0].since > self.max_wait
+        if len(self._queue) > self.max_frames or too_old:
+            self.overflowed = True
+            self._queue.clear()
+            await self._on_overflow()
+            return QueueVerdict.OVERFLOW
+        return QueueVerdict.QUEUED
+
+    async def _drain(self) -> None:
+        while self._queue:
+            if self._backlog() > HIGH_WATER:
+                if await self._check() is QueueVerdict.OVERFLOW:
+                    return
+                await asyncio.sleep(DRAIN_POLL)
+                continue
+            item = self._queue.popleft()
+            await self._send(item.frame)
+
+    async def flush(self) -> None:
+        """Wait until every queued frame is written (or the queue gave up)."""
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            await asyncio.wait([writer])
+
+    async def close(self) -> None:
+        """Stop the writer and forget what is queued (the connection is going away)."""
+        self._queue.clear()
+        writer, self._writer = self._writer, None
+        if writer is not None and writer is not asyncio.current_task() and not writer.done():
+            writer.cancel()
+            await asyncio.wait([writer])
+
+# ASGI scope extension through which the server reports a connection's
+# unwritten bytes (set by project/serve.py for daphne).
+BACKLOG_EXTENSION = "taskpulse.send_backlog"

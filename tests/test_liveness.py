@@ -1,0 +1,180 @@
+"""Stall deadlines, heartbeats, the LOST sweeper and the worker outbox, against the real Redis."""
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.test import override_settings
+
+from progress import conf, keys, sweeper
+from progress.heartbeat import Heartbeat
+from progress.outbox import Outbox
+from progress.redis_client import sync_client
+from progress.states import State
+from progress.store import EventDraft, PublishOutcome, RecordStore, progress_fragment
+
+STALL = 0.3
+
+
+@pytest.fixture(autouse=True)
+def short_stall() -> Iterator[None]:
+    """A short stall timeout: also what the sweeper's just-restarted guard compares with."""
+    with override_settings(PROGRESS_STALL_TIMEOUT=STALL):
+        yield
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> RecordStore:
+    return RecordStore(sync_client())
+
+
+@pytest.fixture
+def task_id(request: pytest.FixtureRequest, store: RecordStore) -> Iterator[str]:
+    tid = f"live-{request.node.name}"[:80]
+    store.delete(tid)
+    yield tid
+    store.delete(tid)
+    sync_client().zrem(keys.running_index_key(), tid)
+
+
+def started(task_id: str) -> EventDraft:
+    return EventDraft(task_id, State.STARTED, name="t", stall_timeout=STALL)
+
+
+def history_states(task_id: str) -> list[str]:
+    raw = sync_client().lrange(keys.history_key(task_id), 0, -1)
+    return [json.loads(e)["state"] for e in raw]
+
+
+def test_started_task_without_heartbeat_is_lost_once(store: RecordStore, task_id: str) -> None:
+    """Past its deadline a task is marked LOST exactly once, however many sweepers race."""
+    store.publish(started(task_id))
+    assert task_id not in sweeper.sweep_once()
+    time.sleep(STALL + 0.1)
+    marked: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def sweep() -> None:
+        barrier.wait(5)
+        marked.extend(m for m in sweeper.sweep_once() if m == task_id)
+
+    threads = [threading.Thread(target=sweep) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert marked == [task_id]
+    assert history_states(task_id) == ["STARTED", "LOST"]
+    snap = store.read(task_id).snapshot
+    assert snap is not None
+    obj = json.loads(snap.json)
+    assert obj["final"] is True and obj["error"]["type"] == sweeper.LOST_ERROR_TYPE
+
+
+class JustRestartedRedis(redis.Redis):
+    def info(self, *args: Any, **kwargs: Any) -> Any:
+        return {"uptime_in_seconds": 0}
+
+
+def test_no_lost_right_after_a_redis_restart(store: RecordStore, task_id: str) -> None:
+    """Heartbeats missed because Redis was down do not make a task LOST."""
+    store.publish(started(task_id))
+    time.sleep(STALL + 0.1)
+    fresh = JustRestartedRedis.from_url(conf.redis_url())
+    try:
+        assert sweeper.sweep_once(fresh) == []
+    finally:
+        fresh.close()
+    assert task_id in sweeper.sweep_once()
+
+
+def test_heartbeat_keeps_task_alive(store: RecordStore, task_id: str) -> None:
+    """A beating task is never marked LOST, and its deadline is gone once it ends."""
+    store.publish(started(task_id))
+    beat = Heartbeat()
+    beat.begin(task_id)
+    try:
+        for _ in range(6):
+            beat.beat()
+            time.sleep(STALL / 3)
+            assert task_id not in sweeper.sweep_once()
+    finally:
+        beat.end(task_id)
+        beat.stop()
+    store.publish(EventDraft(task_id, State.SUCCESS))
+    time.sleep(STALL + 0.1)
+    assert task_id not in sweeper.sweep_once()
+    assert sync_client().zscore(keys.running_index_key(), task_id) is None
+
+
+def test_retry_disarms_the_deadline(store: RecordStore, task_id: str) -> None:
+    """A task waiting for its retry is not running, so it cannot be LOST."""
+    store.publish(started(task_id))
+    store.publish(EventDraft(task_id, State.RETRY))
+    time.sleep(STALL + 0.1)
+    assert task_id not in sweeper.sweep_once()
+
+
+def test_lost_accepts_only_a_new_attempt(store: RecordStore, task_id: str) -> None:
+    """After LOST, late events of the lost attempt are refused; a new STARTED is accepted."""
+    store.publish(started(task_id))
+    time.sleep(STALL + 0.1)
+    assert task_id in sweeper.sweep_once()
+    late = store.publish(EventDraft(task_id, State.PROGRESS,
+                                    progress_fragment=progress_fragment(5, 10, None, None, "{}")))
+    assert not late.accepted
+    assert store.publish(EventDraft(task_id, State.SUCCESS)).seq == 0
+    again = store.publish(EventDraft(task_id, State.STARTED, stall_timeout=60))
+    assert again.accepted and again.state == "STARTED"
+
+
+def test_outbox_buffers_in_order_and_coalesces_progress() -> None:
+    """While Redis is away events queue in order, progress coalesced; they flush when it is back."""
+    sent: list[EventDraft] = []
+    up = threading.Event()
+
+    def send(draft: EventDraft) -> PublishOutcome:
+        if not up.is_set():
+            raise redis.ConnectionError("down")
+        sent.append(draft)
+        return PublishOutcome(len(sent), False, draft.state.value)
+
+    box = Outbox(max_events=100)
+    try:
+        drafts = [EventDraft("a", State.STARTED)]
+        drafts += [EventDraft("a", State.PROGRESS, progress_fragment=str(i)) for i in range(5)]
+        drafts += [EventDraft("b", State.STARTED), EventDraft("a", State.SUCCESS)]
+        for d in drafts:
+            outcome = box.publish(d, send)
+            assert outcome.seq == 0 and not outcome.cancel_requested
+        assert len(box) == 4
+        up.set()
+        assert box.drain(10)
+        assert [(d.task_id, d.state, d.progress_fragment) for d in sent] == [
+            ("a", State.STARTED, None), ("a", State.PROGRESS, "4"),
+            ("b", State.STARTED, None), ("a", State.SUCCESS, None)]
+    finally:
+        up.set()
+        box.stop()
+
+
+def test_outbox_bound_drops_progress_first() -> None:
+    """A full outbox drops queued progress-only events before any state change."""
+    box = Outbox(max_events=3)
+
+    def down(draft: EventDraft) -> PublishOutcome:
+        raise redis.ConnectionError("down")
+
+    try:
+        box.publish(EventDraft("a", State.STARTED), down)
+        box.publish(EventDraft("a", State.PROGRESS), down)
+        box.publish(EventDraft("b", State.STARTED), down)
+        box.publish(EventDraft("c", State.STARTED), down)
+        assert len(box) == 3
+        assert [d.state for d in box._pending] == [State.STARTED] * 3
+    finally:
+        box.stop()

@@ -1,0 +1,125 @@
+"""The task-author API end to end: a real worker, the real Redis, a WebSocket client."""
+
+import uuid
+from typing import Any
+
+import pytest
+
+from progress.publisher import track, with_progress
+from progress.tokens import issue_token
+from tests.client import Ws, connect
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def watch(stack: Stack, task_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+    async with connect(stack.ws) as conn:
+        ws = Ws(conn)
+        await ws.subscribe(task_id, issue_token(task_id))
+        return await ws.frames_until_final(task_id, timeout)
+
+
+def progress_frames(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in frames if f["state"] == "PROGRESS"]
+
+
+async def test_hot_loop_is_coalesced_and_last_values_arrive(stack: Stack) -> None:
+    """200,000 update() calls become a handful of events; the last one carries call 200,000."""
+    from tests.tasks import hot_loop
+
+    task_id = str(uuid.uuid4())
+    hot_loop.apply_async(kwargs={"calls": 200_000}, task_id=task_id)
+    frames = await watch(stack, task_id)
+    assert frames[-1]["state"] == "SUCCESS" and frames[-1]["result"] == {"calls": 200_000}
+    assert frames[-1]["progress"]["current"] == 200_000
+    assert frames[-1]["progress"]["message"] == "call 200000"
+    assert len(frames) < 200  # throttled to about one event per 0.1 s
+    seqs = [f["seq"] for f in frames]
+    assert seqs == list(range(seqs[0], seqs[-1] + 1))
+
+
+async def test_threads_report_through_a_helper(stack: Stack) -> None:
+    """Threads inside a task advancing one reporter by id lose no increment."""
+    from tests.tasks import threaded
+
+    task_id = str(uuid.uuid4())
+    threaded.apply_async(kwargs={"threads": 4, "per_thread": 5000}, task_id=task_id)
+    frames = await watch(stack, task_id)
+    assert frames[-1]["state"] == "SUCCESS"
+    assert frames[-1]["progress"]["current"] == 20_000
+    assert frames[-1]["progress"]["percent"] == 100.0
+
+
+async def test_failure_keeps_last_progress(stack: Stack) -> None:
+    """A task failing right after a held-back update still shows that update."""
+    from tests.tasks import fails_after
+
+    task_id = str(uuid.uuid4())
+    fails_after.apply_async(kwargs={"steps": 3, "delay": 0.01}, task_id=task_id)
+    frames = await watch(stack, task_id)
+    assert frames[-1]["state"] == "FAILURE"
+    assert frames[-1]["progress"]["current"] == 3 and frames[-1]["progress"]["total"] == 4
+
+
+async def test_eta_is_sent_while_running(stack: Stack) -> None:
+    """A steadily progressing task's events carry a positive ETA, and 0 at the end."""
+    from tests.tasks import slow_steps
+
+    task_id = str(uuid.uuid4())
+    slow_steps.apply_async(kwargs={"steps": 12, "delay": 0.12}, task_id=task_id)
+    frames = progress_frames(await watch(stack, task_id))
+    etas = [f["eta"] for f in frames]
+    assert any(isinstance(e, float) and e > 0 for e in etas[:-1]), etas
+    assert etas[-1] == 0.0
+
+
+def test_track_by_id_returns_the_same_reporter() -> None:
+    """A helper that only knows the task id continues the task's reporter."""
+    first = track("unit-same-reporter")
+    assert track("unit-same-reporter") is first
+    from progress.publisher import forget
+
+    forget("unit-same-reporter")
+    assert track("unit-same-reporter") is not first
+    forget("unit-same-reporter")
+
+
+def test_with_progress_hides_the_keyword_from_callers() -> None:
+    """@with_progress functions are called without `progress`; Celery sees that signature."""
+    import inspect
+
+    @with_progress
+    def export(self: Any, rows: int, *, progress: Any) -> int:
+        return rows
+
+    assert list(inspect.signature(export).parameters) == ["self", "rows"]
+    from celery.utils.functional import head_from_fun
+
+    celery_check = head_from_fun(export, bound=True)  # what apply_async() checks calls with
+    celery_check(3)
+    with pytest.raises(TypeError):
+        celery_check(3, progress=None)
+    with pytest.raises(TypeError, match="progress"):
+        with_progress(lambda self: None)
+
+
+@pytest.mark.parametrize("hiredis", [True, False])
+def test_script_runner_recovers(redis_client: Any, hiredis: bool,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publisher's own connection loads its script on NOSCRIPT and survives a dropped socket."""
+    from progress import conf, script_runner
+    from progress.script_runner import ScriptRunner
+
+    monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
+
+    name = f"tp-test-{uuid.uuid4().hex[:8]}"  # a script no server has seen, a unique client
+    runner = ScriptRunner(conf.redis_url(), f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}",
+                          client_name=name)
+    try:
+        assert runner(["k"], ["a"]) == [b"k", b"a"]
+        [mine] = [c for c in redis_client.client_list() if c.get("name") == name]
+        redis_client.client_kill_filter(_id=mine["id"])
+        assert runner(["k"], ["b"]) == [b"k", b"b"]
+    finally:
+        runner.close()
