@@ -70,15 +70,15 @@ def measure(kind: str, env: dict[str, str], redis_client: object, subs: list[tup
     if kind.startswith(BASELINE):
         from bench.bench_ab import daphne_from
 
-        proc = daphne_from(kind.removeprefix(BASELINE), env, port).start()
-        processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        proc = daphne_from(kind.removeprefix(BASELINE), env, port)
     elif probe:
-        proc = probed_web(kind, env, port).start()
-        processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        proc = probed_web(kind, env, port)
     else:
-        proc, port = stack.start_web(kind, env, port)
+        proc = stack.web(kind, env, port)
     url = f"ws://127.0.0.1:{port}/ws/progress/"
     try:
+        proc.start()
+        processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
         warm = hold(url, subs[:WARM_CONNECTIONS])
         time.sleep(SETTLE_S)
         rss0 = stack.rss_bytes(proc.pid)

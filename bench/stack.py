@@ -126,7 +126,11 @@ def start_web(kind: str, env: dict[str, str],
               port: int | None = None) -> tuple[processes.Proc, int]:
     port = port or processes.free_port()
     proc = web(kind, env, port).start()
-    processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    try:
+        processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, port
 
 

@@ -121,8 +121,8 @@ def publish(draft: EventDraft, fraction: float | None = None) -> PublishOutcome:
 
 
 def _publish_now(draft: EventDraft) -> PublishOutcome:
-    script_keys, args = _publish_args(draft)
-    return _parse_publish(_runner()(script_keys, args))
+    args = _publish_args(draft)
+    return _parse_publish(_runner()(args.keys, args.varying, leading=args.leading))
 
 
 def _note_group(task_id: str) -> None:

@@ -32,6 +32,8 @@ CLIENT_NAME = "taskpulse-publisher"  # how the connection shows in CLIENT LIST
 CRLF = b"\r\n"
 # RESP length headers of the usual argument sizes, formatted once.
 _LENGTHS = [b"$%d\r\n" % size for size in range(8192)]
+_MAX_LISTED_LENGTH = len(_LENGTHS) - 1
+MAX_HEADS = 4096  # packed command heads kept: a few per task publishing in this process
 
 Arg = str | int | float | bytes
 
@@ -51,26 +53,35 @@ class ScriptRunner:
         self._lock = threading.Lock()
         self._reader: Any = None  # hiredis.Reader of the current socket
         self._reader_sock: Any = None
+        self._heads: dict[tuple[tuple[str, ...], tuple[Arg, ...], int], bytes] = {}
 
-    def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    def __call__(self, keys: Sequence[str], args: Sequence[Arg],
+                 leading: Sequence[Arg] = ()) -> Any:
+        """EVALSHA with KEYS `keys` and ARGV `leading` followed by `args`.
+
+        The command up to `args` is packed once and the bytes reused, so pass
+        in `leading` what repeats from call to call (a task's events repeat
+        their keys and most arguments) and in `args` only what changes.
+        """
+        packed = self._pack(keys, leading, args)
         with self._lock:
             try:
-                return self._evalsha(keys, args)
+                return self._evalsha(packed)
             except (redis.ConnectionError, redis.TimeoutError):
                 # An idle connection the server (or a restart) closed: one fresh try,
                 # then the caller (the outbox) decides what to do.
                 self._conn.disconnect()
-                return self._evalsha(keys, args)
+                return self._evalsha(packed)
 
-    def _evalsha(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    def _evalsha(self, packed: bytes) -> Any:
         conn = self._conn
-        self._send(conn, self._pack(keys, args))
+        self._send(conn, packed)
         try:
             return self._read(conn)
         except NoScriptError:  # first call on this server, or after SCRIPT FLUSH / restart
             conn.send_command("SCRIPT", "LOAD", self._script)
             conn.read_response()
-            return self._evalsha(keys, args)
+            return self._evalsha(packed)
 
     def _send(self, conn: Any, packed: bytes) -> None:
         sock = getattr(conn, "_sock", None)
@@ -123,14 +134,29 @@ class ScriptRunner:
             raise redis.ResponseError(message)
         return reply
 
-    def _pack(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
+    def _pack(self, keys: Sequence[str], leading: Sequence[Arg], args: Sequence[Arg]) -> bytes:
         # RESP by hand: redis-py's pack_command costs a fifth of the whole call here.
-        values = [v.encode() if type(v) is str else _to_bytes(v) for v in (*keys, *args)]
+        shape = (tuple(keys), tuple(leading), len(args))
+        head = self._heads.get(shape)
+        if head is None:
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()
+            head = self._heads[shape] = self._pack_head(*shape)
+        out = [head]
+        for value in args:
+            data = value.encode() if type(value) is str else _to_bytes(value)
+            size = len(data)
+            out += (_LENGTHS[size] if size <= _MAX_LISTED_LENGTH else b"$%d\r\n" % size,
+                    data, CRLF)
+        return b"".join(out)
+
+    def _pack_head(self, keys: tuple[str, ...], leading: tuple[Arg, ...], n_args: int) -> bytes:
+        """EVALSHA, the sha, KEYS and the leading ARGV of a call with `n_args` more."""
+        values = [_to_bytes(value) for value in (*keys, *leading)]
         out = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (
-            len(values) + 3, self._sha_bytes, len(str(len(keys))), len(keys))]
+            len(values) + n_args + 3, self._sha_bytes, len(str(len(keys))), len(keys))]
         for value in values:
-            size = len(value)
-            out += (_LENGTHS[size] if size < len(_LENGTHS) else b"$%d\r\n" % size, value, CRLF)
+            out += (b"$%d\r\n" % len(value), value, CRLF)
         return b"".join(out)
 
     def close(self) -> None:

@@ -8,9 +8,9 @@ the argument building and result parsing below.
 
 import functools
 import math
-import secrets
+import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -22,9 +22,7 @@ from progress.encoding import dumps, utc_now_iso
 from progress.states import State, is_final
 from progress.types import ErrorInfo
 
-DEFAULT_PROGRESS_FRAGMENT = (
-    '"progress":{"current":0,"total":null,"percent":null,"message":null},"eta":null,"meta":{}'
-)
+EPOCH_BITS = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,26 +103,40 @@ def _number(value: float | None) -> str:
 
 
 def new_epoch() -> str:
-    return secrets.token_hex(6)
+    # A candidate goes with every published event. It is no secret, it only has
+    # to differ from the task's earlier epochs: `random` does (it is reseeded in
+    # a forked child) at half the cost of `secrets`, which asks the OS each time.
+    return f"{random.getrandbits(EPOCH_BITS):012x}"
 
 
 def rest_fragment(task_id: str, result_json: str, error: ErrorInfo | None) -> str:
     """The event fields after the progress, stamped now (PROTOCOL.md §3 `updated_at`)."""
+    return _rest_fragment(dumps(task_id), result_json, error)
+
+
+def _rest_fragment(task_id_json: str, result_json: str, error: ErrorInfo | None) -> str:
     return (
-        f'"task_id":{dumps(task_id)},"result":{result_json},'
+        f'"task_id":{task_id_json},"result":{result_json},'
         f'"error":{"null" if error is None else dumps(error)},"updated_at":"{utc_now_iso()}"'
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def _task_names(prefix: str, task_id: str) -> tuple[tuple[str, ...], str]:
-    """A task's script keys and group channel: the same strings for all its events.
+@dataclass(frozen=True, slots=True)
+class _TaskNames:
+    """What every event of one task repeats: its script keys, group channel and id in JSON."""
 
-    Cached because a hot progress loop would rebuild them for every event;
-    `prefix` is part of the cache key so a changed setting is honoured.
-    """
-    script_keys = (keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key())
-    return script_keys, keys.group_channel(task_id)
+    keys: tuple[str, str, str]
+    channel: str
+    task_id_json: str
+
+
+@functools.lru_cache(maxsize=4096)
+def _task_names(prefix: str, task_id: str) -> _TaskNames:
+    """Cached because a hot progress loop would rebuild them for every event;
+    `prefix` is part of the cache key so a changed setting is honoured."""
+    return _TaskNames(
+        (keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key()),
+        keys.group_channel(task_id), dumps(task_id))
 
 
 @functools.cache
@@ -142,26 +154,35 @@ def _forget_record_settings(**_: Any) -> None:
     _record_settings.cache_clear()
 
 
-def _publish_args(draft: EventDraft) -> tuple[list[str], list[Any]]:
+class PublishArgs(NamedTuple):
+    """The PUBLISH script's keys and arguments (progress/lua.py), split in two:
+    `leading` is the same for every event of a task in one state, `varying`
+    changes with each event. (A tuple: one is built per published event.)"""
+
+    keys: tuple[str, str, str]
+    leading: tuple[str | int, ...]
+    varying: tuple[str, str, str]
+
+    def flat(self) -> list[str | int]:
+        return [*self.leading, *self.varying]
+
+
+def _publish_args(draft: EventDraft) -> PublishArgs:
     prefix, history_length, active_ttl, final_ttl = _record_settings()
-    script_keys, channel = _task_names(prefix, draft.task_id)
+    names = _task_names(prefix, draft.task_id)
     final = is_final(draft.state)
-    rest = rest_fragment(draft.task_id, draft.result_json, draft.error)
-    ttl = final_ttl if final else active_ttl
-    args = [
+    leading = (
         draft.task_id,
+        names.channel,
         draft.state.value,
         "1" if final else "0",
         "" if draft.name is None else dumps(draft.name),
-        draft.progress_fragment or "",
-        rest,
-        new_epoch(),
-        history_length,
-        ttl,
-        channel,
         "" if draft.stall_timeout is None else repr(draft.stall_timeout),
-    ]
-    return list(script_keys), args
+        history_length,
+        final_ttl if final else active_ttl,
+    )
+    rest = _rest_fragment(names.task_id_json, draft.result_json, draft.error)
+    return PublishArgs(names.keys, leading, (draft.progress_fragment or "", rest, new_epoch()))
 
 
 def _parse_publish(raw: list[Any]) -> PublishOutcome:
@@ -196,8 +217,8 @@ class RecordStore:
         self._client = client
 
     def publish(self, draft: EventDraft) -> PublishOutcome:
-        script_keys, args = _publish_args(draft)
-        return _parse_publish(self._publish(keys=script_keys, args=args))
+        args = _publish_args(draft)
+        return _parse_publish(self._publish(keys=args.keys, args=args.flat()))
 
     def read(self, task_id: str, since: int | None = None) -> ReadResult:
         raw = self._read(keys=_read_keys(task_id), args=[-1 if since is None else since])

@@ -22,8 +22,14 @@ STALL = 0.3
 
 @pytest.fixture(autouse=True)
 def short_stall() -> Iterator[None]:
-    """A short stall timeout: also what the sweeper's just-restarted guard compares with."""
-    with override_settings(PROGRESS_STALL_TIMEOUT=STALL):
+    """A short stall timeout: also what the sweeper's just-restarted guard compares with.
+
+    The keys get a prefix of their own: the session's daphne and worker sweep
+    the session prefix's running-task index, and would otherwise race these
+    tests' own sweeps for the same tasks.
+    """
+    with override_settings(PROGRESS_STALL_TIMEOUT=STALL,
+                           PROGRESS_KEY_PREFIX=f"{conf.key_prefix()}:live"):
         yield
 
 

@@ -123,3 +123,17 @@ def test_script_runner_recovers(redis_client: Any, hiredis: bool,
         assert runner(["k"], ["b"]) == [b"k", b"b"]
     finally:
         runner.close()
+
+
+def test_script_runner_sends_leading_arguments_first(redis_client: Any) -> None:
+    """`leading` arguments, packed once, reach the script before the per-call ones."""
+    from progress import conf
+    from progress.script_runner import ScriptRunner
+
+    runner = ScriptRunner(conf.redis_url(), "return {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}")
+    try:
+        assert runner(["k"], ["x"], leading=["a", 1]) == [b"k", b"a", b"1", b"x"]
+        assert runner(["k"], ["y"], leading=["a", 1]) == [b"k", b"a", b"1", b"y"]
+        assert runner(["j"], ["z", "w"], leading=["b"]) == [b"j", b"b", b"z", b"w"]
+    finally:
+        runner.close()

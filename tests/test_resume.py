@@ -49,9 +49,10 @@ def progress(task_id: str, current: int) -> EventDraft:
 
 def publish_unheard(draft: EventDraft) -> None:
     """Record an event whose live message is lost (as in a channel-layer drop)."""
-    script_keys, args = _publish_args(draft)
-    args[9] = "nobody-listens-here"
-    sync_client().register_script(lua.PUBLISH)(keys=script_keys, args=args)
+    args = _publish_args(draft)
+    task_id, _channel, *leading = args.leading
+    unheard = args._replace(leading=(task_id, "nobody-listens-here", *leading))
+    sync_client().register_script(lua.PUBLISH)(keys=unheard.keys, args=unheard.flat())
 
 
 async def next_for(ws: Ws, task_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import redis
 from django.test import override_settings
 
 from progress import conf, keys
+from progress.encoding import dumps
 from progress.redis_client import sync_client
 from progress.states import State
 from progress.store import EventDraft, RecordStore, progress_fragment
@@ -146,6 +147,19 @@ def test_lifecycle_event_keeps_progress(store: RecordStore, task_id: str) -> Non
     snap = store.read(task_id).snapshot
     assert snap is not None
     assert json.loads(snap.json)["progress"]["current"] == 40
+
+
+def test_lifecycle_event_keeps_progress_verbatim(store: RecordStore, task_id: str) -> None:
+    """A state change keeps the last progress byte for byte, whatever its message and meta hold."""
+    meta = {"list": [], "nested": {"s": '}]{[",\\', "task_id": task_id, "result": [1]}}
+    fragment = progress_fragment(3, 7, 'step ,"meta":{"x', 1.5, dumps(meta))
+    store.publish(EventDraft(task_id, State.STARTED, name='odd ,"progress":{ name'))
+    store.publish(EventDraft(task_id, State.PROGRESS, progress_fragment=fragment))
+    store.publish(EventDraft(task_id, State.SUCCESS, result_json='{"progress":[],"meta":{}}'))
+    snap = store.read(task_id).snapshot
+    assert snap is not None and f",{fragment}," in snap.json
+    obj = json.loads(snap.json)
+    assert obj["meta"] == meta and obj["state"] == "SUCCESS" and obj["seq"] == 3
 
 
 def test_cancel_request_is_seen_by_next_publish(store: RecordStore, task_id: str) -> None:
