@@ -342,6 +342,22 @@ class PublishResult:
     worst_lag_ms: float = 0.0  # how far behind its schedule the publisher fell
 
 
+def run_paced(count: int, rate: float, result: PublishResult,
+              step: Callable[[int], object]) -> None:
+    """Call step(k) for k in 0..count-1 on a fixed schedule of `rate` calls/s,
+    recording how far behind the schedule the calls fell."""
+    t0 = time.monotonic()
+    for k in range(count):
+        lag = time.monotonic() - (t0 + k / rate)
+        if lag < 0:
+            time.sleep(-lag)
+        else:
+            result.worst_lag_ms = max(result.worst_lag_ms, lag * 1000)
+        step(k)
+        result.published += 1
+    result.seconds = time.monotonic() - t0
+
+
 async def publish_paced(control: Control, env: dict[str, str], task_ids: list[str],
                         rate_per_task: float, duration_s: float) -> PublishResult:
     """Publish progress for every task at `rate_per_task` events/s for `duration_s`,
@@ -361,16 +377,8 @@ async def publish_paced(control: Control, env: dict[str, str], task_ids: list[st
     result = PublishResult()
     control.send(("ready", len(task_ids)))
     await control.recv()
-    t0 = time.monotonic()
-    for k in range(steps * len(task_ids)):
-        lag = time.monotonic() - (t0 + k / total_rate)
-        if lag < 0:
-            time.sleep(-lag)
-        else:
-            result.worst_lag_ms = max(result.worst_lag_ms, lag * 1000)
-        track(task_ids[k % len(task_ids)]).update(k // len(task_ids) + 1, total=steps)
-        result.published += 1
-    result.seconds = time.monotonic() - t0
+    run_paced(steps * len(task_ids), total_rate, result, lambda k: track(
+        task_ids[k % len(task_ids)]).update(k // len(task_ids) + 1, total=steps))
     for task_id in task_ids:
         publish(EventDraft(task_id, State.SUCCESS, result_json="null"))
     return result
@@ -403,17 +411,9 @@ async def publish_polled(control: Control, env: dict[str, str], task_ids: list[s
     result = PublishResult()
     control.send(("ready", len(task_ids)))
     await control.recv()
-    t0 = time.monotonic()
-    for k in range(steps * len(task_ids)):
-        lag = time.monotonic() - (t0 + k / total_rate)
-        if lag < 0:
-            time.sleep(-lag)
-        else:
-            result.worst_lag_ms = max(result.worst_lag_ms, lag * 1000)
-        recorders[task_ids[k % len(task_ids)]].set_progress(
-            k // len(task_ids) + 1, steps, description=f"{time.time():.6f}")
-        result.published += 1
-    result.seconds = time.monotonic() - t0
+    run_paced(steps * len(task_ids), total_rate, result, lambda k: recorders[
+        task_ids[k % len(task_ids)]].set_progress(
+            k // len(task_ids) + 1, steps, description=f"{time.time():.6f}"))
     for task_id in task_ids:
         app.backend.store_result(task_id, {"done": True}, "SUCCESS")
     return result

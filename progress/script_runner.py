@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -88,14 +89,8 @@ class ScriptRunner:
         if not HAVE_HIREDIS or sock is None:  # not connected yet: redis-py connects
             conn.send_packed_command([packed], check_health=False)
             return
-        try:
+        with _socket_errors(conn, "sending to Redis"):
             sock.sendall(packed)
-        except TimeoutError as exc:
-            conn.disconnect()
-            raise redis.TimeoutError(f"sending to Redis timed out: {exc}") from exc
-        except OSError as exc:
-            conn.disconnect()
-            raise redis.ConnectionError(f"sending to Redis failed: {exc}") from exc
 
     def _read(self, conn: Any) -> Any:
         """The reply, parsed by hiredis straight off the socket when it is installed.
@@ -111,22 +106,13 @@ class ScriptRunner:
             reader = self._reader = hiredis.Reader()
             self._reader_sock = sock
         reply = reader.gets()
-        try:
+        with _socket_errors(conn, "reading from Redis"):
             while reply is False:
                 data = sock.recv(READ_CHUNK)
                 if not data:
                     raise redis.ConnectionError("Redis closed the connection")
                 reader.feed(data)
                 reply = reader.gets()
-        except TimeoutError as exc:
-            conn.disconnect()
-            raise redis.TimeoutError(f"no reply from Redis: {exc}") from exc
-        except OSError as exc:
-            conn.disconnect()
-            raise redis.ConnectionError(f"reading from Redis failed: {exc}") from exc
-        except redis.ConnectionError:
-            conn.disconnect()
-            raise
         if isinstance(reply, hiredis.ReplyError):
             message = str(reply)
             if message.startswith("NOSCRIPT"):
@@ -172,3 +158,20 @@ def _to_bytes(value: Arg) -> bytes:
     if isinstance(value, float):
         return repr(value).encode()
     return str(value).encode()
+
+
+@contextmanager
+def _socket_errors(conn: Any, doing: str) -> Iterator[None]:
+    """Raw socket errors as redis-py's, after dropping the connection (redis-py
+    reconnects on the next call; the outbox decides whether to retry)."""
+    try:
+        yield
+    except redis.ConnectionError:
+        conn.disconnect()
+        raise
+    except TimeoutError as exc:
+        conn.disconnect()
+        raise redis.TimeoutError(f"{doing} timed out: {exc}") from exc
+    except OSError as exc:
+        conn.disconnect()
+        raise redis.ConnectionError(f"{doing} failed: {exc}") from exc

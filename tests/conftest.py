@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -23,6 +24,9 @@ import django  # noqa: E402
 django.setup()
 
 from tests import processes  # noqa: E402
+
+if TYPE_CHECKING:
+    from progress.store import RecordStore
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -43,6 +47,28 @@ def delete_prefixed(client: redis.Redis, prefix: str) -> None:
     for pattern in (f"{prefix}:*", f"_kombu.binding*.{prefix}*", prefix):
         for key in client.scan_iter(match=pattern, count=1000):
             client.delete(key)
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> RecordStore:
+    """The record store on this process's connection (what the worker and views use)."""
+    from progress.redis_client import sync_client
+    from progress.store import RecordStore
+
+    return RecordStore(sync_client())
+
+
+@pytest.fixture
+def task_id(request: pytest.FixtureRequest, store: RecordStore) -> Iterator[str]:
+    """A task id of this test's own, with no record before or after it."""
+    from progress import keys
+    from progress.redis_client import sync_client
+
+    tid = f"t-{request.node.name}"[:80]
+    store.delete(tid)
+    yield tid
+    store.delete(tid)
+    sync_client().zrem(keys.running_index_key(), tid)
 
 
 @dataclass

@@ -33,20 +33,6 @@ def short_stall() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def store(redis_client: redis.Redis) -> RecordStore:
-    return RecordStore(sync_client())
-
-
-@pytest.fixture
-def task_id(request: pytest.FixtureRequest, store: RecordStore) -> Iterator[str]:
-    tid = f"live-{request.node.name}"[:80]
-    store.delete(tid)
-    yield tid
-    store.delete(tid)
-    sync_client().zrem(keys.running_index_key(), tid)
-
-
 def started(task_id: str) -> EventDraft:
     return EventDraft(task_id, State.STARTED, name="t", stall_timeout=STALL)
 

@@ -3,11 +3,9 @@
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
-import pytest
 import redis
 from django.test import override_settings
 
@@ -16,19 +14,6 @@ from progress.encoding import dumps
 from progress.redis_client import sync_client
 from progress.states import State
 from progress.store import EventDraft, RecordStore, progress_fragment
-
-
-@pytest.fixture
-def store(redis_client: redis.Redis) -> RecordStore:
-    return RecordStore(sync_client())
-
-
-@pytest.fixture
-def task_id(request: pytest.FixtureRequest, store: RecordStore) -> Iterator[str]:
-    tid = f"unit-{request.node.name}"[:80]
-    store.delete(tid)
-    yield tid
-    store.delete(tid)
 
 
 def progress_draft(task_id: str, current: int) -> EventDraft:
