@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -89,8 +88,10 @@ class ScriptRunner:
         if not HAVE_HIREDIS or sock is None:  # not connected yet: redis-py connects
             conn.send_packed_command([packed], check_health=False)
             return
-        with _socket_errors(conn, "sending to Redis"):
+        try:
             sock.sendall(packed)
+        except OSError as exc:
+            raise _dropped(conn, "sending to Redis", exc) from exc
 
     def _read(self, conn: Any) -> Any:
         """The reply, parsed by hiredis straight off the socket when it is installed.
@@ -106,13 +107,18 @@ class ScriptRunner:
             reader = self._reader = hiredis.Reader()
             self._reader_sock = sock
         reply = reader.gets()
-        with _socket_errors(conn, "reading from Redis"):
+        try:
             while reply is False:
                 data = sock.recv(READ_CHUNK)
                 if not data:
                     raise redis.ConnectionError("Redis closed the connection")
                 reader.feed(data)
                 reply = reader.gets()
+        except redis.ConnectionError:
+            conn.disconnect()
+            raise
+        except OSError as exc:
+            raise _dropped(conn, "reading from Redis", exc) from exc
         if isinstance(reply, hiredis.ReplyError):
             message = str(reply)
             if message.startswith("NOSCRIPT"):
@@ -160,18 +166,13 @@ def _to_bytes(value: Arg) -> bytes:
     return str(value).encode()
 
 
-@contextmanager
-def _socket_errors(conn: Any, doing: str) -> Iterator[None]:
-    """Raw socket errors as redis-py's, after dropping the connection (redis-py
-    reconnects on the next call; the outbox decides whether to retry)."""
-    try:
-        yield
-    except redis.ConnectionError:
-        conn.disconnect()
-        raise
-    except TimeoutError as exc:
-        conn.disconnect()
-        raise redis.TimeoutError(f"{doing} timed out: {exc}") from exc
-    except OSError as exc:
-        conn.disconnect()
-        raise redis.ConnectionError(f"{doing} failed: {exc}") from exc
+def _dropped(conn: Any, doing: str, exc: OSError) -> redis.RedisError:
+    """Drop the connection (redis-py reconnects on the next call; the outbox decides
+    whether to retry) and say what failed as redis-py would.
+
+    try/except rather than a context manager: this wraps every published call,
+    and an unraised try costs nothing."""
+    conn.disconnect()
+    if isinstance(exc, TimeoutError):
+        return redis.TimeoutError(f"{doing} timed out: {exc}")
+    return redis.ConnectionError(f"{doing} failed: {exc}")
