@@ -39,14 +39,8 @@ def redis_client() -> Iterator[redis.Redis]:
     except redis.ConnectionError as exc:
         pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc} (start redis-server)")
     yield client
-    delete_prefixed(client, SESSION_PREFIX)
+    processes.delete_prefixed(client, SESSION_PREFIX)
     client.close()
-
-
-def delete_prefixed(client: redis.Redis, prefix: str) -> None:
-    for pattern in (f"{prefix}:*", f"_kombu.binding*.{prefix}*", prefix):
-        for key in client.scan_iter(match=pattern, count=1000):
-            client.delete(key)
 
 
 @pytest.fixture

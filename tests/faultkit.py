@@ -75,9 +75,7 @@ def private_stack(extra_env: dict[str, str] | None = None, webs: int = 1,
     finally:
         stack.stop()
         with suppress(redis.RedisError):
-            for pattern in (f"{prefix}:*", f"_kombu.binding.{prefix}*", prefix):
-                for key in client.scan_iter(match=pattern, count=1000):
-                    client.delete(key)
+            processes.delete_prefixed(client, prefix)
         client.close()
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -82,6 +83,14 @@ class Proc:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+def delete_prefixed(client: Any, prefix: str) -> None:
+    """Delete what a stack with this prefix left in Redis: records, and the Celery
+    queues named after it (`prefix`, `prefix-*`) with kombu's bindings."""
+    for pattern in (f"{prefix}:*", f"{prefix}-*", prefix, f"_kombu.binding*.{prefix}*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
 
 
 def stack_env(prefix: str, queue: str, extra: dict[str, str] | None = None) -> dict[str, str]:

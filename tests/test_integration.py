@@ -9,7 +9,7 @@ import websockets
 
 from progress.tokens import Permission, issue_token
 from tests.client import Http, Ws, connect
-from tests.conftest import Stack
+from tests.conftest import SESSION_PREFIX, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,8 @@ async def test_unknown_differs_from_queued(stack: Stack) -> None:
     from progress.tasks import count
 
     queued_id, unknown_id = str(uuid.uuid4()), str(uuid.uuid4())
-    count.apply_async(kwargs={"steps": 1}, task_id=queued_id, queue=f"nobody-{queued_id}")
+    # A queue no worker consumes; named after the session so the fixtures clean it up.
+    count.apply_async(kwargs={"steps": 1}, task_id=queued_id, queue=f"{SESSION_PREFIX}-nobody")
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
         await ws.subscribe(unknown_id, issue_token(unknown_id))
