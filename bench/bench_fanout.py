@@ -184,9 +184,7 @@ def plot(results: dict[str, list[dict[str, float]]]) -> None:
     ax.set_title("Fan-out: publish → frame latency, one server process\n"
                  "(tasks x clients per task @ events/s per task)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(PLOT, dpi=110)
-    plt.close(fig)
+    report.save_plot(fig, PLOT)
 
 
 if __name__ == "__main__":

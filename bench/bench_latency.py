@@ -166,9 +166,7 @@ def plot(pooled: dict[str, list[float]]) -> None:
     ax.set_title("End-to-end latency at 100 events/s")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(PLOT, dpi=110)
-    plt.close(fig)
+    report.save_plot(fig, PLOT)
 
 
 if __name__ == "__main__":

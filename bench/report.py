@@ -80,6 +80,15 @@ def machine() -> str:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
+def save_plot(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as the docs' PNG and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def save_data(name: str, data: Any) -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     (DATA / f"{name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")

@@ -45,6 +45,15 @@ class Http:
         except ValueError:
             return status, raw
 
+    def start_many(self, count: int, **kwargs: Any) -> dict[str, str]:
+        """Start `count` demo tasks; their ids mapped to their tokens."""
+        tokens: dict[str, str] = {}
+        for _ in range(count):
+            status, started = self.start(**kwargs)
+            assert status == 202, started
+            tokens[started["task_id"]] = started["token"]
+        return tokens
+
     def start(self, task: str = "demo.count", **kwargs: Any) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json", "X-CSRFToken": self.csrf()}
         return self.request("POST", "/api/tasks/", {"task": task, "kwargs": kwargs}, headers)

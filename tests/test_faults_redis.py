@@ -41,11 +41,7 @@ async def test_redis_restart_mid_run(redis_and_stack: tuple[processes.Proc, Priv
     every watcher sees it, without gaps or duplicates, and no connection is closed."""
     server, stack = redis_and_stack
     http = Http(stack.http())
-    tokens: dict[str, str] = {}
-    for _ in range(TASKS):
-        status, started = http.start(steps=30, delay=0.2)
-        assert status == 202, started
-        tokens[started["task_id"]] = started["token"]
+    tokens = http.start_many(TASKS, steps=30, delay=0.2)
     watcher = Watcher()
     restarted = threading.Event()
 

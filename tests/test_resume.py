@@ -167,11 +167,7 @@ async def test_churn_with_random_disconnects(fault_stack: PrivateStack) -> None:
     """200 tasks, watched by clients that hang up at random points and resume: every task's
     final state is seen, without gaps or duplicates."""
     http = Http(fault_stack.http())
-    tokens: dict[str, str] = {}
-    for _ in range(CHURN_TASKS):
-        status, started = http.start(steps=6, delay=0.02)
-        assert status == 202, started
-        tokens[started["task_id"]] = started["token"]
+    tokens = http.start_many(CHURN_TASKS, steps=6, delay=0.02)
     ids = list(tokens)
     rng = random.Random(20261121)
     deadline = time.monotonic() + 120
@@ -190,11 +186,7 @@ async def test_daphne_restart_mid_run(fault_stack: PrivateStack) -> None:
     """The server process is killed and restarted while tasks run: clients reconnect, resume
     and see SUCCESS."""
     http = Http(fault_stack.http())
-    tokens = {}
-    for _ in range(8):
-        status, started = http.start(steps=40, delay=0.1)
-        assert status == 202, started
-        tokens[started["task_id"]] = started["token"]
+    tokens = http.start_many(8, steps=40, delay=0.1)
     watcher = Watcher()
     watching = asyncio.create_task(watch_until_final(fault_stack.ws(), tokens, watcher, 60))
     try:
