@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -51,6 +52,7 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
     pubs = [clients.ClientProcess(clients.publish_paced, env, part, rate, seconds)
             for part in clients.split(task_ids, min(PUBLISHER_PROCESSES, len(task_ids)))]
     cpu: dict[str, float] = {}
+    machine: dict[str, tuple[int, int]] = {}
     try:
         for p in pubs:
             p.expect("ready")
@@ -58,6 +60,8 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
         def go() -> None:
             cpu["start"] = stack.cpu_seconds(pid)
             cpu["redis"] = stack.cpu_seconds(redis_pid) if redis_pid else 0.0
+            cpu["pubs"] = sum(stack.cpu_seconds(p.proc.pid) for p in pubs)
+            machine["start"] = stack.machine_jiffies()
             cpu["t0"] = time.monotonic()
             if on_go is not None:
                 on_go()
@@ -69,6 +73,8 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
         wall = time.monotonic() - cpu["t0"]
         server_cpu = stack.cpu_seconds(pid) - cpu["start"]
         redis_cpu = stack.cpu_seconds(redis_pid) - cpu["redis"] if redis_pid else float("nan")
+        pubs_cpu = sum(stack.cpu_seconds(p.proc.pid) for p in pubs) - cpu["pubs"]
+        cores = stack.busy_cores(machine["start"], stack.machine_jiffies())
         published = [p.expect("result", 120) for p in pubs]
     finally:
         for p in pubs:
@@ -82,7 +88,9 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
            "wall_s": wall, "pub_lag_ms": max(p.worst_lag_ms for p in published),
            "cpu_us_per_frame": 1e6 * server_cpu / max(1, res.events),
            "redis_us_per_event": 1e6 * redis_cpu / (sum(p.published for p in published)
-                                                    + sc.tasks)}
+                                                    + sc.tasks),
+           "pub_us_per_event": 1e6 * pubs_cpu / max(1, sum(p.published for p in published)),
+           "machine_cores": cores}
     print(f"{kind} {sc.name} @{rate}/s: {out}", flush=True)
     return out
 
@@ -131,7 +139,8 @@ def main() -> None:
         rows.append([kind, name, rate, med["delivered_per_s"], sum(r["lost"] for r in runs),
                      med["p50"], med["p99"], max(r["p99"] for r in runs),
                      med["server_cpu_s"] / med["wall_s"], med["cpu_us_per_frame"],
-                     med["redis_us_per_event"], med["pub_lag_ms"]])
+                     med["redis_us_per_event"], med["pub_us_per_event"], med["pub_lag_ms"],
+                     med["machine_cores"]])
     plot(results)
     report.save_data("fanout", {"results": results, "args": vars(args)})
     report.write_section("fanout", f"""
@@ -149,13 +158,16 @@ CPU seconds per wall second (1.0 = one core) and "CPU µs/frame" its CPU time
 per delivered frame; "Redis µs/event" the private redis-server's CPU per published
 event (record + history + PUBLISH + fan-out to the subscribed process, plus the
 Celery result-backend mirror when on; meaningful in the 1,000-task rows only: with one
-task a run publishes ~50 events and Redis's own housekeeping dominates); "pub lag"
+task a run publishes ~50 events and Redis's own housekeeping dominates);
+"publisher µs/event" the publisher processes' CPU per event; "pub lag"
 is how far the publishers fell behind their schedule (if large, the offered rate was
-not reached).
+not reached); "machine cores" how many of the machine's {os.cpu_count()} cores were busy
+during the run, counting everything on it (server, Redis, publishers, clients, and
+other users of this shared machine).
 
 {report.table(["server", "scenario", "events/s per task", "delivered/s", "lost", "p50",
                "p99", "worst run p99", "server CPU", "CPU µs/frame", "Redis µs/event",
-               "pub lag ms"], rows)}
+               "publisher µs/event", "pub lag ms", "machine cores"], rows)}
 
 Target: 0 lost and p99 ≤ 50 ms for 1,000 tasks x 1 client on one server process.
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 DATA = ROOT / "docs" / "bench-data"
 
-SECTIONS = ["setup", "latency", "fanout", "idle", "storm", "polling", "profile"]
+SECTIONS = ["setup", "latency", "fanout", "idle", "storm", "polling", "layer", "profile"]
 
 SKELETON = """# Benchmarks
 

@@ -18,12 +18,13 @@ from bench.report import ROOT
 # name -> (module, full arguments, quick arguments)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "latency": ("bench.bench_latency", [], ["--runs", "1", "--events", "200"]),
-    "fanout": ("bench.bench_fanout", ["--runs", "2", "--seconds", "5", "--rates", "10,2"],
+    "fanout": ("bench.bench_fanout", ["--runs", "2", "--seconds", "5", "--rates", "10,5,2"],
                ["--runs", "1", "--seconds", "3", "--servers", "daphne"]),
     "idle": ("bench.bench_idle", [], ["--runs", "1", "--counts", "1000"]),
     "storm": ("bench.bench_storm", [], ["--runs", "1", "--clients", "2000"]),
     "polling": ("bench.bench_polling", [], ["--runs", "1", "--seconds", "8"]),
     "publisher": ("bench.bench_publisher", [], ["--rounds", "2", "--calls", "500"]),
+    "layer": ("bench.bench_layer", [], ["--rounds", "1", "--events", "5000"]),
 }
 
 

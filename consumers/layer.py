@@ -1,112 +1,114 @@
-"""The channel layer: channels_redis' pub/sub layer that says when Redis came back.
+"""The channel layer: channels_redis' pub/sub layer, lean on the receiving side.
 
-redis-py re-subscribes a pub/sub connection by itself after a reconnect, but
-whatever was published while it was away is gone. This layer then sends
-`layer.reconnected` to every consumer of the process, and each resyncs its
-subscriptions from the record store (consumers/progress.py).
+What it changes, and why (figures in docs/BENCHMARKS.md, "Profile"):
+
+- A consumer's own channel is an in-process `Inbox` only, with no Redis
+  SUBSCRIBE: nothing sends to it from another process (group events are fanned
+  out to it here, and so is `layer.reconnected`). The SUBSCRIBE channels_redis
+  does per connection sat on every handshake's path, one at a time behind the
+  shard's lock, and cost Redis memory per connection.
+- Each Redis server's pub/sub connection is read by consumers/subscriber.py
+  (hiredis on the socket's bytes, not redis-py's `get_message` per message).
+- A group message is decoded once per PUBLISH and the same dict handed to
+  every local member, instead of once per member (handlers must not mutate
+  it). The consumer's loop (consumers/base.py) reads its inbox directly.
+- Whatever was published while a pub/sub connection was down is gone: once
+  it is back and subscribed again, the layer sends `layer.reconnected` to
+  every consumer of the process, and each resyncs its subscriptions from the
+  record store (consumers/progress.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import functools
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from channels_redis.pubsub import (
-    RedisPubSubChannelLayer,
-    RedisPubSubLoopLayer,
-    RedisSingleShardConnection,
-)
-from redis.asyncio.client import PubSub
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
+from channels_redis.utils import _wrap_close
+
+from consumers.inbox import Inbox
+from consumers.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 
 RECONNECTED_TYPE = "layer.reconnected"
 
 
-class _ReconnectAwarePubSub(PubSub):
-    def __init__(self, pool: Any, on_reconnect: Callable[[], None]) -> None:
-        super().__init__(pool)
-        self._on_reconnect = on_reconnect
+class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
+    channels: dict[str, Inbox]
+    groups: dict[str, set[str]]
+    _shards: list[Subscriber]
 
-    async def on_connect(self, connection: Any) -> None:
-        # redis-py calls this on every reconnect (the first connection is made
-        # before the callback is registered), after re-subscribing.
-        await super().on_connect(connection)
-        self._on_reconnect()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shards = [Subscriber(shard.host, self._arrived, self._reconnected)
+                        for shard in self._shards]
 
+    def _arrived(self, name: bytes, data: bytes) -> None:
+        try:
+            message = self.channel_layer.deserialize(data)
+        except Exception:
+            logger.warning("TaskPulse: dropped an undecodable message on %r", name)
+            return
+        self.fan_out(name.decode(), message)
 
-class _AnnouncingShard(RedisSingleShardConnection):  # type: ignore[misc]
-    def _ensure_redis(self) -> None:
-        if self._redis is None:
-            super()._ensure_redis()
-            redis_client: Any = self._redis
-            self._pubsub = _ReconnectAwarePubSub(redis_client.connection_pool,
-                                                 self._announce_reconnect)
-
-    def _announce_reconnect(self) -> None:
-        loop_layer: RedisPubSubLoopLayer = self.channel_layer
-        message = loop_layer.channel_layer.serialize({"type": RECONNECTED_TYPE})
+    def _reconnected(self) -> None:
         logger.warning("TaskPulse: channel layer reconnected to Redis; resyncing %d consumers",
-                       len(loop_layer.channels))
-        for queue in list(loop_layer.channels.values()):
-            queue.put_nowait(message)
+                       len(self.channels))
+        self.fan_out(None, {"type": RECONNECTED_TYPE})
 
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        self.channels[channel] = Inbox()
 
-class _LocalQueue:
-    """The part of asyncio.Queue the layer uses (put_nowait, and one getter's get).
+    def fan_out(self, name: str | None, message: dict[str, Any]) -> None:
+        """Hand a decoded message to the local channel `name`, or to every
+        member of the group channel `name`, or (None) to every local channel."""
+        if name is None:
+            targets: Any = list(self.channels)
+        elif name in self.channels:
+            targets = (name,)
+        else:
+            targets = self.groups.get(name, ())
+        for channel in targets:
+            inbox = self.channels.get(channel)
+            if inbox is not None:
+                inbox.put_nowait(message)
 
-    One per connection: asyncio.Queue holds four deques (~3 KB even when
-    empty); this holds a deque only while messages wait (docs/BENCHMARKS.md,
-    "Idle connections").
-    """
+    def inbox(self, channel: str) -> Inbox:
+        """The queue a consumer's loop reads its channel's messages from."""
+        return self.channels[channel]
 
-    __slots__ = ("_items", "_waiter")
+    def forget(self, channel: str) -> None:
+        """Drop a channel whose consumer is gone (Channels' `receive` did it on cancel)."""
+        self.channels.pop(channel, None)
 
-    def __init__(self) -> None:
-        self._items: collections.deque[Any] | None = None
-        self._waiter: asyncio.Future[None] | None = None
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        if channel in self.channels:
+            # One of this process's consumers: no Redis subscription exists for
+            # it (see above), so deliver here; the round trip through the
+            # serializer gives the receiver its own copy, as over Redis.
+            serializer = self.channel_layer
+            self.fan_out(channel, serializer.deserialize(serializer.serialize(message)))
+            return
+        await super().send(channel, message)
 
-    def put_nowait(self, item: Any) -> None:
-        if self._items is None:
-            self._items = collections.deque()
-        self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None
-        return item
-
-
-async def _local_channel(layer: RedisPubSubLoopLayer, channel: str) -> None:
-    """Create a consumer's own channel as a local queue only, with no Redis SUBSCRIBE.
-
-    Nothing sends to a consumer's channel from another process: group events
-    are fanned out to it here, and so is `layer.reconnected`. The SUBSCRIBE
-    channels_redis does per connection sat on every handshake's path, one at
-    a time behind the shard's lock, and cost Redis memory per connection
-    (docs/BENCHMARKS.md, "Connection storm" and "Idle connections").
-    """
-    layer.channels[channel] = _LocalQueue()
+    async def receive(self, channel: str) -> Any:
+        if channel not in self.channels:
+            await self._subscribe_to_channel(channel)
+        try:
+            return await self.channels[channel].get()
+        except asyncio.CancelledError:
+            self.forget(channel)
+            raise
 
 
 class ResyncingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
-    def _get_layer(self) -> RedisPubSubLoopLayer:
-        layer = super()._get_layer()
-        if not getattr(layer, "_taskpulse_announcing", False):
-            layer._shards = [_AnnouncingShard(shard.host, layer) for shard in layer._shards]
-            layer._subscribe_to_channel = functools.partial(_local_channel, layer)
-            layer._taskpulse_announcing = True
+    def _get_layer(self) -> _LoopLayer:
+        loop = asyncio.get_running_loop()
+        layer: _LoopLayer | None = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = _LoopLayer(*self._args, **self._kwargs,
+                                                     channel_layer=self)
+            _wrap_close(self, loop)
         return layer

@@ -46,6 +46,11 @@ def no_backlog() -> int:
 
 
 class SendQueue:
+    # One per connection, idle nearly always: no instance dict, and a deque
+    # only while frames wait (docs/BENCHMARKS.md, "Idle connections").
+    __slots__ = ("_backlog", "_on_overflow", "_queue", "_send", "_writer", "max_frames",
+                 "max_wait", "overflowed")
+
     def __init__(self, send: Send, backlog: Backlog, on_overflow: Overflow,
                  max_frames: int, max_wait: float) -> None:
         self._send = send
@@ -53,12 +58,12 @@ class SendQueue:
         self._on_overflow = on_overflow
         self.max_frames = max_frames
         self.max_wait = max_wait
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[_Queued] | None = None
         self._writer: asyncio.Task[None] | None = None
         self.overflowed = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue else 0
 
     async def put(self, frame: str, task_id: str | None = None,
                   progress_only: bool = False) -> QueueVerdict:
@@ -68,6 +73,8 @@ class SendQueue:
             await self._send(frame)
             return QueueVerdict.SENT
         if not (progress_only and self._replace_queued(task_id, frame)):
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(_Queued(frame, task_id, progress_only, time.monotonic()))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
@@ -75,7 +82,7 @@ class SendQueue:
 
     def _replace_queued(self, task_id: str | None, frame: str) -> bool:
         """Coalesce with the task's newest queued frame if that is progress-only too."""
-        for item in reversed(self._queue):
+        for item in reversed(self._queue or ()):
             if item.task_id == task_id:
                 if item.progress_only:
                     item.frame = frame
@@ -84,10 +91,11 @@ class SendQueue:
         return False
 
     async def _check(self) -> QueueVerdict:
-        too_old = bool(self._queue) and time.monotonic() - self._queue[0].since > self.max_wait
-        if len(self._queue) > self.max_frames or too_old:
+        oldest = self._queue[0].since if self._queue else None
+        too_old = oldest is not None and time.monotonic() - oldest > self.max_wait
+        if len(self) > self.max_frames or too_old:
             self.overflowed = True
-            self._queue.clear()
+            self._queue = None
             await self._on_overflow()
             return QueueVerdict.OVERFLOW
         return QueueVerdict.QUEUED
@@ -100,6 +108,8 @@ class SendQueue:
                 await asyncio.sleep(DRAIN_POLL)
                 continue
             item = self._queue.popleft()
+            if not self._queue:
+                self._queue = None
             await self._send(item.frame)
 
     async def flush(self) -> None:
@@ -110,7 +120,7 @@ class SendQueue:
 
     async def close(self) -> None:
         """Stop the writer and forget what is queued (the connection is going away)."""
-        self._queue.clear()
+        self._queue = None
         writer, self._writer = self._writer, None
         if writer is not None and writer is not asyncio.current_task() and not writer.done():
             writer.cancel()

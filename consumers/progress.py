@@ -10,11 +10,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
-from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from consumers import wire
+from consumers.base import InboxConsumer
 from consumers.delivery import Subscription, Verdict, judge
 from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
 from consumers.limits import RateVerdict, TokenBucket
@@ -22,7 +21,7 @@ from consumers.outbox import BACKLOG_EXTENSION, SendQueue, no_backlog
 from progress import conf, keys
 from progress.cancel import CancelOutcome, cancel
 from progress.errors import ErrorCode
-from progress.redis_client import async_client
+from progress.redis_client import async_clients
 from progress.states import State
 from progress.store import AsyncRecordStore, ReadResult
 from progress.tokens import Permission, TokenError, verify_token
@@ -33,18 +32,20 @@ logger = logging.getLogger(__name__)
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 
-_stores: dict[int, AsyncRecordStore] = {}
+# id(clients) -> (clients, their store): holding the list keeps its id from being reused
+_stores: dict[int, tuple[list[Any], AsyncRecordStore]] = {}
 
 
 def _store() -> AsyncRecordStore:
-    client = async_client()
-    found = _stores.get(id(client))
-    if found is None:
-        found = _stores[id(client)] = AsyncRecordStore(client)
-    return found
+    """This event loop's record store: it reads each task on the task's shard."""
+    clients = async_clients()
+    cached = _stores.get(id(clients))
+    if cached is None or cached[0] is not clients:
+        cached = _stores[id(clients)] = (clients, AsyncRecordStore(*clients))
+    return cached[1]
 
 
-class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+class ProgressConsumer(InboxConsumer):
     async def connect(self) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         rate, burst = conf.rate_limit()
@@ -53,6 +54,9 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.outbox = SendQueue(self.send, backlog, self._reader_too_slow,
                                 conf.send_queue_max_frames(), conf.slow_reader_timeout())
         await self.accept()
+        # The headers served the handshake (origin check); an idle connection
+        # need not keep them (~0.9 KB each, docs/BENCHMARKS.md "Idle connections").
+        self.scope["headers"] = ()
         task_id = self.scope["url_route"]["kwargs"].get("task_id")
         if task_id is not None:
             query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
@@ -123,7 +127,13 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if sub is None:
             # Join the group before reading the record, so no event falls
             # between the snapshot and the live stream; duplicates are dropped.
-            await self.channel_layer.group_add(keys.group_name(frame.task_id), self.channel_name)
+            group = keys.group_name(frame.task_id)
+            try:
+                await self.channel_layer.group_add(group, self.channel_name)
+            except Exception:
+                # Redis unreachable: forget the half-made membership; the client retries.
+                await self.channel_layer.group_discard(group, self.channel_name)
+                raise
         sub = self.subscriptions[frame.task_id] = Subscription(frame.task_id, None, 0)
         if frame.since is not None and frame.epoch is not None:
             await self._resync(sub, frame.since, frame.epoch, resuming=True)
@@ -215,14 +225,7 @@ class ProgressConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         try:
-            # Not super().dispatch(): Channels closes stale Django database
-            # connections before every message, a thread-pool hop per frame.
-            # TaskPulse has no database, and under fan-out that hop was a third
-            # of the server's CPU (docs/BENCHMARKS.md, "Profile").
-            handler = getattr(self, get_handler_name(message), None)
-            if handler is None:
-                raise ValueError(f"no handler for message type {message.get('type')!r}")
-            await handler(message)
+            await super().dispatch(message)
         except StopConsumer:
             raise
         except Exception:

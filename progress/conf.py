@@ -4,15 +4,39 @@ Every `PROGRESS_*` name is defined here once; other modules call these
 functions rather than reading `settings` themselves.
 """
 
+from typing import Any
+
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+# Values read once per process: a setting that settings.py leaves to its
+# default costs Django's LazySettings two raised-and-caught AttributeErrors per
+# lookup, and a connection looks up about nine (~6% of a connection storm's
+# CPU, docs/BENCHMARKS.md "Profile"). Forgotten whenever a setting changes
+# (override_settings in tests).
+_resolved: dict[str, Any] = {}
+
+
+@receiver(setting_changed)
+def _forget_resolved(**_kwargs: object) -> None:
+    _resolved.clear()
+
+
+def _setting(name: str, default: object) -> Any:
+    try:
+        return _resolved[name]
+    except KeyError:
+        value = _resolved[name] = getattr(settings, name, default)
+        return value
 
 
 def _get(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
+    return float(_setting(name, default))
 
 
 def key_prefix() -> str:
-    return str(getattr(settings, "PROGRESS_KEY_PREFIX", "tp"))
+    return str(_setting("PROGRESS_KEY_PREFIX", "tp"))
 
 
 def final_ttl() -> int:
@@ -42,7 +66,7 @@ def meta_max_bytes() -> int:
 
 
 def send_traceback() -> bool:
-    return bool(getattr(settings, "PROGRESS_SEND_TRACEBACK", False))
+    return bool(_setting("PROGRESS_SEND_TRACEBACK", False))
 
 
 def max_subscriptions() -> int:
@@ -109,4 +133,4 @@ def progress_min_interval() -> float:
 
 def asyncresult_interop() -> bool:
     """Mirror progress into Celery's result backend (AsyncResult(id).state == "PROGRESS")."""
-    return bool(getattr(settings, "PROGRESS_ASYNCRESULT", True))
+    return bool(_setting("PROGRESS_ASYNCRESULT", True))

@@ -6,6 +6,10 @@ id. Every member event then also updates the group in one atomic script, which
 aggregates the members' progress and publishes the group's event like any
 task's: PROGRESS while members run, SUCCESS once all succeeded, FAILURE (with a
 summary) once all are final and one did not succeed.
+
+With several shards the group's keys (members, record, history) live on the
+group id's shard and each member's record on its own: the member script only
+touches the group's keys, after the member's event is recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from celery import chord, current_task, group
 from celery.canvas import Signature
 
-from progress import conf, keys, lua
+from progress import conf, keys, lua, shards
 from progress.encoding import utc_now_iso
 from progress.redis_client import sync_client
 from progress.states import State, is_final
@@ -128,7 +132,7 @@ def start_group(signatures: Iterable[Signature[Any]], body: Signature[Any] | Non
         fields[MEMBER_PREFIX + body_id] = NEW_MEMBER
         fields["body"] = body_id
     members_key = keys.group_members_key(group_id)
-    with sync_client().pipeline() as pipe:
+    with sync_client(shards.shard_of(group_id)).pipeline() as pipe:
         pipe.hset(members_key, mapping=fields)
         pipe.expire(members_key, conf.active_ttl())
         pipe.execute()
@@ -152,19 +156,21 @@ def member_group(task_id: str) -> str | None:
     return group_id if isinstance(group_id, str) and group_id else None
 
 
-_script: Any = None
+_scripts: dict[int, Any] = {}  # shard -> MEMBER_EVENT on its client
 
 
 def member_event(group_id: str, draft: EventDraft, fraction: float | None) -> bool:
-    """Aggregate one member event into its group; False when the task is not a member."""
-    global _script
-    client = sync_client()
-    if _script is None or _script.registered_client is not client:
-        _script = client.register_script(MEMBER_EVENT)
+    """Aggregate one member event into its group (on the group's shard); False when
+    the task is not a member."""
+    shard = shards.shard_of(group_id)
+    client = sync_client(shard)
+    script = _scripts.get(shard)
+    if script is None or script.registered_client is not client:
+        script = _scripts[shard] = client.register_script(MEMBER_EVENT)
     error = draft.error
     error_text = f"{error.get('type', 'Error')}: {error.get('message', '')}" if error else ""
     final = is_final(draft.state)
-    raw = _script(
+    raw = script(
         keys=[keys.group_members_key(group_id), keys.record_key(group_id),
               keys.history_key(group_id), keys.running_index_key()],
         args=[draft.task_id, draft.state.value, "1" if final else "0",

@@ -1,8 +1,8 @@
 """Worker heartbeats: a running task stays alive in Redis only while its process beats.
 
 One thread per worker process pushes out the stall deadline of every task
-running in it, in one round trip every `conf.heartbeat_interval()` seconds,
-so a progress call costs nothing extra. If the process dies, the deadlines
+running in it, in one round trip per shard every `conf.heartbeat_interval()`
+seconds, so a progress call costs nothing extra. If the process dies, the deadlines
 lapse and progress/sweeper.py marks its tasks LOST. The same beat sees cancel
 requests: a cancelled task that never reaches a progress call is terminated
 through Celery after `conf.cancel_grace()` seconds.
@@ -17,7 +17,7 @@ import time
 
 import redis
 
-from progress import conf, keys, lua
+from progress import conf, keys, lua, shards
 from progress.redis_client import sync_client
 
 logger = logging.getLogger(__name__)
@@ -74,10 +74,15 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Push out the deadline of every running task; terminate overdue cancels."""
-        task_ids = self.running()
-        if not task_ids:
-            return
-        client = sync_client()
+        by_shard: dict[int, list[str]] = {}
+        for task_id in self.running():
+            by_shard.setdefault(shards.shard_of(task_id), []).append(task_id)
+        for shard, task_ids in by_shard.items():
+            self._beat_on(shard, task_ids)
+
+    def _beat_on(self, shard: int, task_ids: list[str]) -> None:
+        """One pipelined round trip to the shard holding these tasks' records."""
+        client = sync_client(shard)
         script = client.register_script(lua.BEAT)
         pipe = client.pipeline(transaction=False)
         stall = repr(conf.stall_timeout())

@@ -16,7 +16,7 @@ from celery.backends.base import DisabledBackend
 from celery.backends.redis import RedisBackend
 from redis.connection import parse_url
 
-from progress import conf
+from progress import shards
 from progress.script_runner import ScriptRunner
 
 logger = logging.getLogger(__name__)
@@ -68,42 +68,50 @@ def store_progress(task: Any, task_id: str, info: ProgressMeta) -> None:
                        task_id, exc_info=True)
 
 
-_direct: dict[int, bool] = {}  # id(backend) -> it is our Redis, with JSON results
+# id(backend) -> the URL of our Redis it writes to, with JSON results; None: not ours
+_direct: dict[int, str | None] = {}
 _runners: dict[int, ScriptRunner] = {}
 
 
 def _mirror_directly(backend: Any, task_id: str, info: ProgressMeta, request: Any) -> bool:
     """Write the result key on our own connection when the backend is our Redis."""
-    direct = _direct.get(id(backend))
-    if direct is None:
-        direct = _direct[id(backend)] = _is_our_redis(backend)
-    if not direct:
+    if id(backend) not in _direct:
+        _direct[id(backend)] = _our_url_of(backend)
+    url = _direct[id(backend)]
+    if url is None:
         return False
     meta = backend._get_result_meta(result=info, state=PROGRESS_STATE, traceback=None,
                                     request=request)
     meta["task_id"] = task_id
     expires = int(backend.expires or 0)
-    _runner()([backend.get_key_for_task(task_id)], [backend.encode(meta), expires])
+    _runner(url)([backend.get_key_for_task(task_id)], [backend.encode(meta), expires])
     return True
 
 
-def _is_our_redis(backend: Any) -> bool:
+def _our_url_of(backend: Any) -> str | None:
+    """The URL of the backend's server if it is TaskPulse's first shard (where Celery's
+    results go by default); None when it is not, or that shard is a Sentinel master."""
     # Exactly RedisBackend (not Sentinel or another subclass), JSON results (the
     # script recognises SUCCESS in JSON) and the server and db TaskPulse uses.
     if type(backend) is not RedisBackend or getattr(backend, "serializer", None) != "json":
-        return False
-    if not hasattr(backend, "_get_result_meta"):
-        return False
-    url_params: dict[str, Any] = parse_url(conf.redis_url())  # type: ignore[no-untyped-call]
+        return None
+    url = shards.servers()[0]
+    if not isinstance(url, str) or not hasattr(backend, "_get_result_meta"):
+        return None
+    url_params: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
     ours = {**REDIS_DEFAULTS, **url_params}
     theirs = {**REDIS_DEFAULTS, **getattr(backend, "connparams", {})}
-    return all(ours[name] == theirs[name] for name in REDIS_DEFAULTS)
+    return url if all(ours[name] == theirs[name] for name in REDIS_DEFAULTS) else None
 
 
-def _runner() -> ScriptRunner:
+def _is_our_redis(backend: Any) -> bool:
+    return _our_url_of(backend) is not None
+
+
+def _runner(url: str) -> ScriptRunner:
     pid = os.getpid()
     runner = _runners.get(pid)
     if runner is None:
         _runners.clear()
-        runner = _runners[pid] = ScriptRunner(conf.redis_url(), MIRROR)
+        runner = _runners[pid] = ScriptRunner(url, MIRROR)
     return runner

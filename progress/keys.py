@@ -18,7 +18,8 @@ def history_key(task_id: str) -> str:
 
 
 def running_index_key() -> str:
-    """Sorted set of running task ids scored by their stall deadline (progress/sweeper.py)."""
+    """Sorted set of running task ids scored by their stall deadline (progress/sweeper.py);
+    each shard has its own, of the tasks it holds."""
     return f"{conf.key_prefix()}:running"
 
 

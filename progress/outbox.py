@@ -6,6 +6,8 @@ flusher thread delivers the buffer in order once Redis answers again; events
 published meanwhile queue behind it, so each task's events keep their order.
 The buffer is bounded: a newer PROGRESS event of a task replaces its queued
 one, and past `conf.outbox_max_events()` the oldest progress-only events go.
+There is one outbox per shard (progress/shards.py), so a shard that is away
+holds back its own tasks' events only.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections import deque
 from collections.abc import Callable
 
 import redis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
-from progress import conf
+from progress import conf, shards
 from progress.states import State
 from progress.store import EventDraft, PublishOutcome
 
@@ -124,14 +128,27 @@ class Outbox:
             flusher.join(RETRY_MAX + 1)
 
 
-_outboxes: dict[int, Outbox] = {}
+_outboxes: dict[int, list[Outbox]] = {}
 
 
-def outbox() -> Outbox:
-    """This process's outbox (a forked pool child gets its own)."""
+def outboxes() -> list[Outbox]:
+    """This process's outbox of every shard (a forked pool child gets its own)."""
     pid = os.getpid()
     found = _outboxes.get(pid)
     if found is None:
         _outboxes.clear()
-        found = _outboxes[pid] = Outbox(conf.outbox_max_events())
+        found = _outboxes[pid] = [Outbox(conf.outbox_max_events())
+                                  for _ in range(shards.count())]
     return found
+
+
+def outbox(shard: int = 0) -> Outbox:
+    """This process's outbox of one shard (the only one, by default)."""
+    return outboxes()[shard]
+
+
+@receiver(setting_changed)
+def _forget_outboxes(setting: str = "", **_: object) -> None:
+    if setting in shards.SETTINGS:
+        for old in _outboxes.pop(os.getpid(), []):
+            old.stop()  # (settings change in tests only: what waits there is theirs)

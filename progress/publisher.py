@@ -9,10 +9,11 @@
             write(row)
             progress.update(i, total=len(rows), message=f"row {i}")
 
-A published event is one EVALSHA on a connection the process keeps open;
-progress calls are throttled (progress/reporter.py), so a hot loop may call
-them freely. Lifecycle states (STARTED, SUCCESS, ...) are published by
-progress.signals without the task doing anything. docs/API.md has the rest.
+A published event is one EVALSHA on a connection the process keeps open to
+the task's shard (progress/shards.py); progress calls are throttled
+(progress/reporter.py), so a hot loop may call them freely. Lifecycle states
+(STARTED, SUCCESS, ...) are published by progress.signals without the task
+doing anything. docs/API.md has the rest.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from progress import conf, groups, lua
-from progress.outbox import outbox
-from progress.redis_client import sync_client
+import redis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from progress import groups, lua, shards
+from progress.outbox import outboxes
+from progress.redis_client import SentinelScriptRunner, script_runner, sync_clients
 from progress.reporter import KEEP, Keep, TaskCancelled, TaskProgress
 from progress.script_runner import ScriptRunner
 from progress.states import State, is_final
@@ -45,6 +50,10 @@ __all__ = [
 ]
 
 PROGRESS_KEYWORD = "progress"
+# What a Redis that is no (longer a) master answers a write: a replica, or a
+# master short of the replicas its min-replicas-to-write asks for, as an old
+# master is once Sentinel promoted its replica (docs/SCALING.md, "Sentinel").
+NOT_MASTER_REPLIES = ("READONLY", "NOREPLICAS")
 
 logger = logging.getLogger(__name__)
 
@@ -57,42 +66,50 @@ class _BoundTask(Protocol):
     def name(self) -> str: ...
 
 
-_stores: dict[int, RecordStore] = {}
+_store_of_clients: tuple[list[redis.Redis], RecordStore] | None = None
 
 
 def store() -> RecordStore:
-    """This process's record store, on its persistent connection."""
-    client = sync_client()
-    found = _stores.get(id(client))
-    if found is None:
-        _stores.clear()
-        found = _stores[id(client)] = RecordStore(client)
-    return found
+    """This process's record store, on its persistent connections (one per shard)."""
+    global _store_of_clients
+    clients = sync_clients()
+    cached = _store_of_clients
+    if cached is None or cached[0] is not clients:
+        cached = _store_of_clients = (clients, RecordStore(*clients))
+    return cached[1]
 
 
 # -- publishing ----------------------------------------------------------------
 
-_runner_of_this_process: ScriptRunner | None = None
+_Runner = ScriptRunner | SentinelScriptRunner
+_runners_of_this_process: list[_Runner] | None = None
 # task id -> its TaskPulse group (progress/groups.py), for tasks running here
 _member_groups: dict[str, str] = {}
 
 
-def _runner() -> ScriptRunner:
-    """The PUBLISH script on this process's own connection."""
-    global _runner_of_this_process
-    runner = _runner_of_this_process
-    if runner is None:
-        runner = _runner_of_this_process = ScriptRunner(conf.redis_url(), lua.PUBLISH)
-    return runner
+def _runners() -> list[_Runner]:
+    """The PUBLISH script on this process's own connection to each shard."""
+    global _runners_of_this_process
+    runners = _runners_of_this_process
+    if runners is None:
+        runners = _runners_of_this_process = [
+            script_runner(shard, lua.PUBLISH) for shard in range(shards.count())]
+    return runners
 
 
-def _forget_runner_after_fork() -> None:
+def _forget_runners_after_fork() -> None:
     # A forked pool child opens its own connection, never writes to its parent's socket.
-    global _runner_of_this_process
-    _runner_of_this_process = None
+    global _runners_of_this_process
+    _runners_of_this_process = None
 
 
-os.register_at_fork(after_in_child=_forget_runner_after_fork)
+os.register_at_fork(after_in_child=_forget_runners_after_fork)
+
+
+@receiver(setting_changed)
+def _forget_runners(setting: str = "", **_: Any) -> None:
+    if setting in shards.SETTINGS:
+        _forget_runners_after_fork()
 
 
 def publish(draft: EventDraft, fraction: float | None = None) -> PublishOutcome:
@@ -107,7 +124,9 @@ def publish(draft: EventDraft, fraction: float | None = None) -> PublishOutcome:
         _flush_held_back(draft.task_id)
         if draft.state is State.STARTED:
             _note_group(draft.task_id)
-    outcome = outbox().publish(draft, _publish_now)
+    boxes = outboxes()  # one per shard; with one, no shard to look up
+    box = boxes[0] if len(boxes) == 1 else boxes[shards.shard_of(draft.task_id)]
+    outcome = box.publish(draft, _publish_now)
     group_id = _member_groups.get(draft.task_id)
     if group_id is not None:
         final = is_final(draft.state)
@@ -122,7 +141,16 @@ def publish(draft: EventDraft, fraction: float | None = None) -> PublishOutcome:
 
 def _publish_now(draft: EventDraft) -> PublishOutcome:
     args = _publish_args(draft)
-    return _parse_publish(_runner()(args.keys, args.varying, leading=args.leading))
+    runner = _runners()[args.shard]
+    try:
+        return _parse_publish(runner(args.keys, args.varying, leading=args.leading))
+    except redis.ResponseError as exc:
+        if not str(exc).startswith(NOT_MASTER_REPLIES):
+            raise
+        # Not the master any more (a fail-over is under way): reconnect, and let
+        # the outbox retry, in order, until the connection leads to the new master.
+        runner.close()
+        raise redis.ConnectionError(f"Redis refused the write as no master: {exc}") from exc
 
 
 def _note_group(task_id: str) -> None:

@@ -6,6 +6,7 @@ A hook never raises into Celery: a recording problem is logged, and the task
 """
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +17,7 @@ from celery.exceptions import Retry
 from progress import conf, publisher
 from progress.encoding import encode_json_value, error_info
 from progress.heartbeat import heartbeat
-from progress.outbox import outbox
+from progress.outbox import outboxes
 from progress.states import State
 from progress.store import EventDraft
 from progress.sweeper import Sweeper
@@ -119,7 +120,9 @@ def on_worker_shutdown(**_: Any) -> None:
 
 def on_process_shutdown(**_: Any) -> None:
     heartbeat().stop()
-    outbox().drain(OUTBOX_DRAIN_SECONDS)
+    deadline = time.monotonic() + OUTBOX_DRAIN_SECONDS  # for all shards together
+    for shard_outbox in outboxes():
+        shard_outbox.drain(max(0.0, deadline - time.monotonic()))
 
 
 HOOKS: list[tuple[Any, Callable[..., None]]] = [

@@ -3,7 +3,8 @@
 Every change is one Lua script call (progress/lua.py), so `seq` is assigned
 atomically whatever the number of writers. `RecordStore` serves sync code
 (Celery worker, Django views), `AsyncRecordStore` the consumers; both share
-the argument building and result parsing below.
+the argument building and result parsing below, and both take one client per
+shard and run each call on the task's shard (progress/shards.py).
 """
 
 import functools
@@ -17,7 +18,7 @@ import redis.asyncio as aioredis
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from progress import conf, keys, lua
+from progress import conf, keys, lua, shards
 from progress.encoding import dumps, utc_now_iso
 from progress.states import State, is_final
 from progress.types import ErrorInfo
@@ -123,30 +124,34 @@ def _rest_fragment(task_id_json: str, result_json: str, error: ErrorInfo | None)
 
 @dataclass(frozen=True, slots=True)
 class _TaskNames:
-    """What every event of one task repeats: its script keys, group channel and id in JSON."""
+    """What every event of one task repeats: its script keys, group channel, id in JSON
+    and shard."""
 
     keys: tuple[str, str, str]
     channel: str
     task_id_json: str
+    shard: int
 
 
 @functools.lru_cache(maxsize=4096)
-def _task_names(prefix: str, task_id: str) -> _TaskNames:
+def _task_names(prefix: str, shard_count: int, task_id: str) -> _TaskNames:
     """Cached because a hot progress loop would rebuild them for every event;
-    `prefix` is part of the cache key so a changed setting is honoured."""
+    `prefix` and `shard_count` are part of the cache key so a changed setting is honoured."""
     return _TaskNames(
         (keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key()),
-        keys.group_channel(task_id), dumps(task_id))
+        keys.group_channel(task_id), dumps(task_id), shards.shard_of(task_id))
 
 
 @functools.cache
-def _record_settings() -> tuple[str, int, int, int]:
-    """(key prefix, history length, active TTL, final TTL), read once per settings change.
+def _record_settings() -> tuple[str, int, int, int, int]:
+    """(key prefix, history length, active TTL, final TTL, shard count), read once per
+    settings change.
 
     Each Django settings read costs about a microsecond; a published progress
-    call would make four of them.
+    call would make five of them.
     """
-    return conf.key_prefix(), conf.history_length(), conf.active_ttl(), conf.final_ttl()
+    return (conf.key_prefix(), conf.history_length(), conf.active_ttl(), conf.final_ttl(),
+            shards.count())
 
 
 @receiver(setting_changed)
@@ -157,19 +162,21 @@ def _forget_record_settings(**_: Any) -> None:
 class PublishArgs(NamedTuple):
     """The PUBLISH script's keys and arguments (progress/lua.py), split in two:
     `leading` is the same for every event of a task in one state, `varying`
-    changes with each event. (A tuple: one is built per published event.)"""
+    changes with each event; `shard` is where to run it. (A tuple: one is built
+    per published event.)"""
 
     keys: tuple[str, str, str]
     leading: tuple[str | int, ...]
     varying: tuple[str, str, str]
+    shard: int = 0
 
     def flat(self) -> list[str | int]:
         return [*self.leading, *self.varying]
 
 
 def _publish_args(draft: EventDraft) -> PublishArgs:
-    prefix, history_length, active_ttl, final_ttl = _record_settings()
-    names = _task_names(prefix, draft.task_id)
+    prefix, history_length, active_ttl, final_ttl, shard_count = _record_settings()
+    names = _task_names(prefix, shard_count, draft.task_id)
     final = is_final(draft.state)
     leading = (
         draft.task_id,
@@ -182,7 +189,8 @@ def _publish_args(draft: EventDraft) -> PublishArgs:
         final_ttl if final else active_ttl,
     )
     rest = _rest_fragment(names.task_id_json, draft.result_json, draft.error)
-    return PublishArgs(names.keys, leading, (draft.progress_fragment or "", rest, new_epoch()))
+    return PublishArgs(names.keys, leading, (draft.progress_fragment or "", rest, new_epoch()),
+                       names.shard)
 
 
 def _parse_publish(raw: list[Any]) -> PublishOutcome:
@@ -207,38 +215,58 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RecordStore:
-    """Sync access (Celery worker, Django views)."""
+def _check_shards(clients: tuple[Any, ...]) -> None:
+    if len(clients) != shards.count():
+        raise ValueError(f"a record store takes one client per shard: {shards.count()} "
+                         f"shards are configured (TASKPULSE_SHARDS), {len(clients)} clients given")
+
+
+class _SyncShard:
+    """The scripts of one shard's client."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._publish = client.register_script(lua.PUBLISH)
-        self._read = client.register_script(lua.READ)
-        self._cancel = client.register_script(lua.REQUEST_CANCEL)
-        self._client = client
+        self.client = client
+        self.publish = client.register_script(lua.PUBLISH)
+        self.read = client.register_script(lua.READ)
+        self.cancel = client.register_script(lua.REQUEST_CANCEL)
+
+
+class RecordStore:
+    """Sync access (Celery worker, Django views): one client per shard, in shard order."""
+
+    def __init__(self, *clients: redis.Redis) -> None:
+        _check_shards(clients)
+        self._shards = [_SyncShard(client) for client in clients]
+
+    def _on(self, task_id: str) -> _SyncShard:
+        return self._shards[shards.shard_of(task_id)]
 
     def publish(self, draft: EventDraft) -> PublishOutcome:
         args = _publish_args(draft)
-        return _parse_publish(self._publish(keys=args.keys, args=args.flat()))
+        return _parse_publish(self._shards[args.shard].publish(keys=args.keys, args=args.flat()))
 
     def read(self, task_id: str, since: int | None = None) -> ReadResult:
-        raw = self._read(keys=_read_keys(task_id), args=[-1 if since is None else since])
+        raw = self._on(task_id).read(keys=_read_keys(task_id),
+                                     args=[-1 if since is None else since])
         return _parse_read(raw)
 
     def request_cancel(self, task_id: str) -> str | None:
         """Flag the task for cancellation; its state, or None when unknown."""
-        state = self._cancel(keys=[keys.record_key(task_id)])
+        state = self._on(task_id).cancel(keys=[keys.record_key(task_id)])
         return None if state is None else _text(state)
 
     def delete(self, task_id: str) -> None:
-        self._client.delete(*_read_keys(task_id))
+        self._on(task_id).client.delete(*_read_keys(task_id))
 
 
 class AsyncRecordStore:
-    """Async access (consumers)."""
+    """Async access (consumers): one client per shard, in shard order."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._read = client.register_script(lua.READ)
+    def __init__(self, *clients: aioredis.Redis) -> None:
+        _check_shards(clients)
+        self._reads = [client.register_script(lua.READ) for client in clients]
 
     async def read(self, task_id: str, since: int | None = None) -> ReadResult:
-        raw = await self._read(keys=_read_keys(task_id), args=[-1 if since is None else since])
+        read = self._reads[shards.shard_of(task_id)]
+        raw = await read(keys=_read_keys(task_id), args=[-1 if since is None else since])
         return _parse_read(raw)

@@ -2,8 +2,10 @@
 
 Every server process (project/serve.py) and every worker's main process runs
 one; MARK_LOST checks and clears the deadline atomically, so however many
-sweep, each stalled attempt gets exactly one LOST event. Run it alone with
-`python -m progress.sweeper` where the server is not started by project.serve.
+sweep, each stalled attempt gets exactly one LOST event. Each shard keeps its
+own running index (progress/shards.py) and every sweeper sweeps every shard.
+Run it alone with `python -m progress.sweeper` where the server is not started
+by project.serve.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import redis
 
 from progress import conf, keys, lua
-from progress.redis_client import sync_client
+from progress.redis_client import sync_clients
 from progress.store import rest_fragment
 from progress.types import ErrorInfo
 
@@ -30,8 +32,23 @@ def lost_error() -> ErrorInfo:
 
 
 def sweep_once(client: redis.Redis | None = None) -> list[str]:
-    """Mark every task past its stall deadline LOST; the ids this call marked."""
-    client = client or sync_client()
+    """Mark every task past its stall deadline LOST, on every shard (or on `client`'s
+    server only); the ids this call marked.
+
+    A shard that cannot be reached is logged and skipped: the others are still swept.
+    """
+    if client is not None:
+        return _sweep_shard(client)
+    marked: list[str] = []
+    for shard, shard_client in enumerate(sync_clients()):
+        try:
+            marked += _sweep_shard(shard_client)
+        except redis.RedisError as exc:
+            logger.warning("TaskPulse sweep of shard %d failed (will retry): %s", shard, exc)
+    return marked
+
+
+def _sweep_shard(client: redis.Redis) -> list[str]:
     due_ids = client.register_script(lua.DUE)(keys=[keys.running_index_key()], args=[BATCH])
     if not due_ids or _redis_just_restarted(client):
         return []

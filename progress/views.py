@@ -14,7 +14,7 @@ from progress.cancel import CancelOutcome, cancel
 from progress.errors import ErrorCode
 from progress.ids import is_valid_task_id
 from progress.publisher import store
-from progress.redis_client import sync_client
+from progress.redis_client import sync_clients
 from progress.tokens import Permission, TokenError, issue_token, verify_token
 
 BEARER = "Bearer "
@@ -117,8 +117,11 @@ def cancel_task(request: HttpRequest, task_id: str) -> JsonResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    try:
-        sync_client().ping()
-    except Exception as exc:
-        return JsonResponse({"status": "unavailable", "redis": type(exc).__name__}, status=503)
+    """200 when every Redis shard answers; 503 naming the first that does not."""
+    for shard, client in enumerate(sync_clients()):
+        try:
+            client.ping()
+        except Exception as exc:
+            return JsonResponse({"status": "unavailable", "redis": type(exc).__name__,
+                                 "shard": shard}, status=503)
     return JsonResponse({"status": "ok", "redis": "ok"})

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_number, env_str
+from project.env import (
+    celery_redis,
+    env_bool,
+    env_int,
+    env_list,
+    env_number,
+    env_redis_shards,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,7 +39,13 @@ if not DEBUG:
         )
 
 PORT = env_int("PORT", 8000)
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The Redis servers of the channel layer and the record store, in one order
+# (progress/shards.py; docs/SCALING.md): REDIS_URL, REDIS_SHARD_URLS, or
+# REDIS_SENTINELS + REDIS_SENTINEL_MASTER. The first also serves Celery.
+TASKPULSE_SHARDS = env_redis_shards(DEFAULT_REDIS_URL)
+# The first shard's URL; empty with Sentinel, where no URL stays right after a fail-over.
+REDIS_URL = TASKPULSE_SHARDS[0] if isinstance(TASKPULSE_SHARDS[0], str) else ""
 
 INSTALLED_APPS = [
     "daphne",
@@ -80,12 +94,19 @@ CHANNEL_LAYER_PREFIX = env_str("TASKPULSE_PREFIX", "tp")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
+        "CONFIG": {"hosts": TASKPULSE_SHARDS, "prefix": CHANNEL_LAYER_PREFIX},
     }
 }
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+# Celery is not sharded: broker and result backend default to the first shard
+# (with Sentinel, Celery's own sentinel:// transport follows the fail-over).
+_CELERY_REDIS_URL, _CELERY_REDIS_OPTIONS = celery_redis(TASKPULSE_SHARDS[0])
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _CELERY_REDIS_URL)
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", _CELERY_REDIS_URL)
+if CELERY_BROKER_URL == _CELERY_REDIS_URL and _CELERY_REDIS_OPTIONS:
+    CELERY_BROKER_TRANSPORT_OPTIONS = _CELERY_REDIS_OPTIONS
+if CELERY_RESULT_BACKEND == _CELERY_REDIS_URL and _CELERY_REDIS_OPTIONS:
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = _CELERY_REDIS_OPTIONS
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 # Extra task modules a worker imports (the test suite adds tests.tasks).
 CELERY_IMPORTS = env_list("CELERY_IMPORTS", [])

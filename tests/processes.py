@@ -170,3 +170,38 @@ def start_redis(port: int, data_dir: str, persistent: bool = True) -> Proc:
     proc = redis_server(port, data_dir, persistent).start()
     proc.wait_marker()
     return proc
+
+
+# -- Redis Sentinel: a replica and a sentinel (tests/test_sentinel.py) -----------
+
+SENTINEL_DOWN_AFTER_MS = 1000
+
+
+def start_replica(port: int, data_dir: str, master_port: int,
+                  *extra: str) -> Proc:
+    """A private redis-server replicating the one on `master_port`, once in sync."""
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", data_dir,
+            "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", str(master_port),
+            *extra]
+    proc = Proc(f"redis-replica:{port}", argv, dict(os.environ),
+                ready_marker="MASTER <-> REPLICA sync: Finished with success").start()
+    proc.wait_marker()
+    return proc
+
+
+def start_sentinel(port: int, data_dir: str, master_name: str, master_port: int,
+                   down_after_ms: int = SENTINEL_DOWN_AFTER_MS) -> Proc:
+    """A redis-server in sentinel mode (quorum 1) monitoring the master on `master_port`.
+
+    Sentinel rewrites its config file, so it gets its own in `data_dir`.
+    """
+    conf = Path(data_dir) / f"sentinel-{port}.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {data_dir}\n"
+        f"sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n"
+        f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+        f"sentinel failover-timeout {master_name} 10000\n")
+    proc = Proc(f"sentinel:{port}", ["redis-server", str(conf), "--sentinel"], dict(os.environ),
+                ready_marker="+monitor master").start()
+    proc.wait_marker()
+    return proc

@@ -137,3 +137,42 @@ def test_script_runner_sends_leading_arguments_first(redis_client: Any) -> None:
         assert runner(["j"], ["z", "w"], leading=["b"]) == [b"j", b"b", b"z", b"w"]
     finally:
         runner.close()
+
+
+def test_a_replica_refusing_writes_buffers_events_until_it_is_master(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers READONLY (a demoted master) is treated as unreachable: events
+    wait in the outbox, in order, and are recorded once the server is a master again."""
+    import redis
+    from django.test import override_settings
+
+    from progress import publisher
+    from progress.outbox import outboxes
+    from progress.states import State
+    from progress.store import EventDraft
+    from tests import processes
+
+    monkeypatch.setattr("progress.outbox.RETRY_MIN", 0.05)
+    master_port, replica_port = processes.free_port(), processes.free_port()
+    master = processes.start_redis(master_port, str(tmp_path), persistent=False)
+    replica = processes.start_replica(replica_port, str(tmp_path), master_port)
+    url = f"redis://127.0.0.1:{replica_port}/0"
+    layer = {"BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
+             "CONFIG": {"hosts": [url], "prefix": "tp"}}
+    try:
+        with override_settings(TASKPULSE_SHARDS=[url], CHANNEL_LAYERS={"default": layer}):
+            task_id = f"readonly-{uuid.uuid4()}"
+            first = publisher.publish(EventDraft(task_id, State.STARTED, name="t"))
+            second = publisher.publish(EventDraft(task_id, State.SUCCESS))
+            assert not first.accepted and not second.accepted  # buffered, not numbered
+            assert len(outboxes()[0]) == 2
+            server = redis.Redis(port=replica_port)
+            server.replicaof("NO", "ONE")
+            assert outboxes()[0].drain(10)
+            snapshot = publisher.store().read(task_id)
+            assert snapshot.snapshot is not None and snapshot.snapshot.seq == 2
+            assert '"state":"SUCCESS"' in snapshot.snapshot.json
+            server.close()
+    finally:
+        replica.stop()
+        master.stop()

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import msgpack
+import pytest
 import redis
 from django.test import override_settings
 
@@ -153,3 +154,10 @@ def test_cancel_request_is_seen_by_next_publish(store: RecordStore, task_id: str
     assert store.request_cancel(task_id) == "STARTED"
     assert store.publish(progress_draft(task_id, 1)).cancel_requested
     assert store.request_cancel("no-such-task-xyz") is None
+
+
+def test_store_takes_one_client_per_shard() -> None:
+    """A record store given another number of clients than there are shards says so."""
+    client = sync_client()
+    with pytest.raises(ValueError, match="one client per shard"):
+        RecordStore(client, client)
