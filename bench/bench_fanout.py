@@ -36,9 +36,19 @@ class Scenario:
 SCENARIOS = [Scenario("1000 tasks x 1 client", 1000, 1), Scenario("1 task x 1000 clients", 1, 1000)]
 
 
+PUBLISHERS = {
+    "batched": "`--publisher batched`: every 5 ms, the events then due go to Redis in one "
+               "pipeline, `progress.publisher.publish_many`; each is still its own record-script "
+               "run and PUBLISH, as if many workers published at once, and `updated_at` is "
+               "stamped before the pipeline is sent",
+    "api": "`--publisher api`: one `track(task_id).update(...)` call per event, the "
+           "project's publisher API, PROGRESS_MIN_INTERVAL=0 and PROGRESS_ASYNCRESULT=0",
+}
+
+
 def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, rate: float,
             seconds: float, on_go: Callable[[], None] | None = None,
-            redis_pid: int | None = None) -> dict[str, float]:
+            redis_pid: int | None = None, publisher: str = "api") -> dict[str, float]:
     from progress.publisher import publish
     from progress.states import State
     from progress.store import EventDraft
@@ -49,7 +59,8 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
         publish(EventDraft(task_id, State.PENDING, name="bench.fanout"))
     subs = [(t, issue_token(t)) for t in task_ids]
     conns = [[s] for s in subs for _ in range(sc.watchers_per_task)]
-    pubs = [clients.ClientProcess(clients.publish_paced, env, part, rate, seconds)
+    publish = clients.publish_batched if publisher == "batched" else clients.publish_paced
+    pubs = [clients.ClientProcess(publish, env, part, rate, seconds)
             for part in clients.split(task_ids, min(PUBLISHER_PROCESSES, len(task_ids)))]
     cpu: dict[str, float] = {}
     machine: dict[str, tuple[int, int]] = {}
@@ -90,6 +101,7 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
            "redis_us_per_event": 1e6 * redis_cpu / (sum(p.published for p in published)
                                                     + sc.tasks),
            "pub_us_per_event": 1e6 * pubs_cpu / max(1, sum(p.published for p in published)),
+           "client_us_per_frame": 1e6 * res.cpu_s / max(1, res.events),
            "machine_cores": cores}
     print(f"{kind} {sc.name} @{rate}/s: {out}", flush=True)
     return out
@@ -101,6 +113,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rates", default="10", help="events/s per task, comma-separated")
     parser.add_argument("--servers", default=",".join(stack.SERVERS))
+    parser.add_argument("--publisher", default="batched", choices=["batched", "api"],
+                        help="batched: each tick's events in one pipeline (progress."
+                             "publisher.publish_many); api: one track().update() call per event")
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw the plot from docs/bench-data/fanout.json")
     args = parser.parse_args()
@@ -126,7 +141,8 @@ def main() -> None:
                             proc, port = servers[kind]
                             key = f"{kind}|{sc.name}|{rate:g}"
                             out = one_run(kind, port, proc.pid, env, sc, rate, args.seconds,
-                                          redis_pid=redis_server.popen.pid)
+                                          redis_pid=redis_server.popen.pid,
+                                          publisher=args.publisher)
                             results.setdefault(key, []).append(out)
         finally:
             for proc, _ in servers.values():
@@ -139,17 +155,16 @@ def main() -> None:
         rows.append([kind, name, rate, med["delivered_per_s"], sum(r["lost"] for r in runs),
                      med["p50"], med["p99"], max(r["p99"] for r in runs),
                      med["server_cpu_s"] / med["wall_s"], med["cpu_us_per_frame"],
-                     med["redis_us_per_event"], med["pub_us_per_event"], med["pub_lag_ms"],
-                     med["machine_cores"]])
+                     med["redis_us_per_event"], med["pub_us_per_event"],
+                     med["client_us_per_frame"], med["pub_lag_ms"], med["machine_cores"]])
     plot(results)
     report.save_data("fanout", {"results": results, "args": vars(args)})
     report.write_section("fanout", f"""
 ## 2. Fan-out on one server process
 
 Set-up: {setup}. One web process per server kind, a private redis-server,
-{PUBLISHER_PROCESSES} publisher processes calling `track(task_id).update(...)` on a fixed schedule
-(the project's publisher API, **no Celery worker**, PROGRESS_MIN_INTERVAL=0 and
-PROGRESS_ASYNCRESULT=0), then
+{PUBLISHER_PROCESSES} publisher processes publishing PROGRESS events for the tasks on a fixed
+schedule, **no Celery worker** ({PUBLISHERS[args.publisher]}), then
 SUCCESS for every task; {CLIENT_PROCESSES} client processes hold the sockets. Each run lasts
 {args.seconds:g} s of publishing; {args.runs} runs per row, alternating servers. "lost" counts
 events never delivered over all runs (progress events + the final one, per
@@ -159,7 +174,8 @@ per delivered frame; "Redis µs/event" the private redis-server's CPU per publis
 event (record + history + PUBLISH + fan-out to the subscribed process, plus the
 Celery result-backend mirror when on; meaningful in the 1,000-task rows only: with one
 task a run publishes ~50 events and Redis's own housekeeping dominates);
-"publisher µs/event" the publisher processes' CPU per event; "pub lag"
+"publisher µs/event" the publisher processes' CPU per event and "client µs/frame"
+the client processes' per frame read (the load generators' own cost); "pub lag"
 is how far the publishers fell behind their schedule (if large, the offered rate was
 not reached); "machine cores" how many of the machine's {os.cpu_count()} cores were busy
 during the run, counting everything on it (server, Redis, publishers, clients, and
@@ -167,7 +183,8 @@ other users of this shared machine).
 
 {report.table(["server", "scenario", "events/s per task", "delivered/s", "lost", "p50",
                "p99", "worst run p99", "server CPU", "CPU µs/frame", "Redis µs/event",
-               "publisher µs/event", "pub lag ms", "machine cores"], rows)}
+               "publisher µs/event", "client µs/frame", "pub lag ms", "machine cores"],
+              rows)}
 
 Target: 0 lost and p99 ≤ 50 ms for 1,000 tasks x 1 client on one server process.
 

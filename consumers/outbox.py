@@ -23,6 +23,7 @@ HIGH_WATER = 256 * 1024
 DRAIN_POLL = 0.05  # seconds between looks at a backed-up transport
 
 Send = Callable[[str], Awaitable[None]]
+SendNow = Callable[[str], bool]  # writes a text frame at once, or says it cannot
 Backlog = Callable[[], int]
 Overflow = Callable[[], Awaitable[None]]
 
@@ -45,15 +46,20 @@ def no_backlog() -> int:
     return 0
 
 
+def no_send_now(_frame: str) -> bool:
+    return False
+
+
 class SendQueue:
     # One per connection, idle nearly always: no instance dict, and a deque
     # only while frames wait (docs/BENCHMARKS.md, "Idle connections").
-    __slots__ = ("_backlog", "_on_overflow", "_queue", "_send", "_writer", "max_frames",
-                 "max_wait", "overflowed")
+    __slots__ = ("_backlog", "_on_overflow", "_queue", "_send", "_send_now", "_writer",
+                 "max_frames", "max_wait", "overflowed")
 
     def __init__(self, send: Send, backlog: Backlog, on_overflow: Overflow,
-                 max_frames: int, max_wait: float) -> None:
+                 max_frames: int, max_wait: float, send_now: SendNow = no_send_now) -> None:
         self._send = send
+        self._send_now = send_now
         self._backlog = backlog
         self._on_overflow = on_overflow
         self.max_frames = max_frames
@@ -70,7 +76,8 @@ class SendQueue:
         if self.overflowed:
             return QueueVerdict.OVERFLOW
         if not self._queue and self._backlog() <= HIGH_WATER:
-            await self._send(frame)
+            if not self._send_now(frame):
+                await self._send(frame)
             return QueueVerdict.SENT
         if not (progress_only and self._replace_queued(task_id, frame)):
             if self._queue is None:
@@ -126,6 +133,8 @@ class SendQueue:
             writer.cancel()
             await asyncio.wait([writer])
 
-# ASGI scope extension through which the server reports a connection's
-# unwritten bytes (set by project/serve.py for daphne).
+# ASGI scope extensions through which the server reports a connection's
+# unwritten bytes, and writes a text frame without the ASGI send's layers
+# (both set by project/serve.py for daphne; other servers use plain `send`).
 BACKLOG_EXTENSION = "taskpulse.send_backlog"
+SEND_NOW_EXTENSION = "taskpulse.send_text_now"

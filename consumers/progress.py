@@ -17,7 +17,13 @@ from consumers.base import InboxConsumer
 from consumers.delivery import Subscription, Verdict, judge
 from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
 from consumers.limits import RateVerdict, TokenBucket
-from consumers.outbox import BACKLOG_EXTENSION, SendQueue, no_backlog
+from consumers.outbox import (
+    BACKLOG_EXTENSION,
+    SEND_NOW_EXTENSION,
+    SendQueue,
+    no_backlog,
+    no_send_now,
+)
 from progress import conf, keys
 from progress.cancel import CancelOutcome, cancel
 from progress.errors import ErrorCode
@@ -50,9 +56,11 @@ class ProgressConsumer(InboxConsumer):
         self.subscriptions: dict[str, Subscription] = {}
         rate, burst = conf.rate_limit()
         self.bucket = TokenBucket(rate, burst, conf.flood_strikes())
-        backlog = self.scope.get("extensions", {}).get(BACKLOG_EXTENSION, no_backlog)
-        self.outbox = SendQueue(self.send, backlog, self._reader_too_slow,
-                                conf.send_queue_max_frames(), conf.slow_reader_timeout())
+        extensions = self.scope.get("extensions", {})
+        self.outbox = SendQueue(self.send, extensions.get(BACKLOG_EXTENSION, no_backlog),
+                                self._reader_too_slow, conf.send_queue_max_frames(),
+                                conf.slow_reader_timeout(),
+                                extensions.get(SEND_NOW_EXTENSION, no_send_now))
         await self.accept()
         # The headers served the handshake (origin check); an idle connection
         # need not keep them (~0.9 KB each, docs/BENCHMARKS.md "Idle connections").

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -33,7 +34,7 @@ from progress import shards
 from progress.shards import HostEntry, SentinelHost
 
 if TYPE_CHECKING:
-    from progress.script_runner import Arg, ScriptRunner
+    from progress.script_runner import Arg, Call, ScriptRunner
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,13 @@ class SentinelScriptRunner:
 
     def __call__(self, keys: tuple[str, ...], args: tuple[Arg, ...],
                  leading: tuple[Arg, ...] = ()) -> Any:
+        return self._on_master(lambda runner: runner(keys, args, leading=leading))
+
+    def many(self, calls: Sequence[Call]) -> list[Any]:
+        result: list[Any] = self._on_master(lambda runner: runner.many(calls))
+        return result
+
+    def _on_master(self, call: Callable[[ScriptRunner], Any]) -> Any:
         now = time.monotonic()
         if now >= self._next_check:
             with self._lock:
@@ -184,7 +192,7 @@ class SentinelScriptRunner:
         if self._runner is None:
             raise redis.ConnectionError("no Redis master known yet (the sentinels did not answer)")
         try:
-            return self._runner(keys, args, leading=leading)
+            return call(self._runner)
         except (redis.ConnectionError, redis.TimeoutError):
             self._next_check = 0.0  # the master may have gone: ask at the next call
             raise

@@ -36,6 +36,7 @@ _MAX_LISTED_LENGTH = len(_LENGTHS) - 1
 MAX_HEADS = 4096  # packed command heads kept: a few per task publishing in this process
 
 Arg = str | int | float | bytes
+Call = tuple[Sequence[str], Sequence[Arg], Sequence[Arg]]  # keys, args, leading
 
 
 class ScriptRunner:
@@ -72,6 +73,19 @@ class ScriptRunner:
                 # then the caller (the outbox) decides what to do.
                 self._conn.disconnect()
                 return self._evalsha(packed)
+
+    def many(self, calls: Sequence[Call]) -> list[Any]:
+        """Several calls (keys, args, leading) in one round trip, pipelined; their replies
+        in order. The first goes alone when the script may not be loaded yet."""
+        packed = [self._pack(keys, leading, args) for keys, args, leading in calls]
+        if not packed:
+            return []
+        with self._lock:
+            replies = [self._evalsha(packed[0])]
+            conn = self._conn
+            self._send(conn, b"".join(packed[1:]))
+            replies += [self._read(conn) for _ in packed[1:]]
+            return replies
 
     def _evalsha(self, packed: bytes) -> Any:
         conn = self._conn

@@ -1,5 +1,6 @@
 """The task-author API end to end: a real worker, the real Redis, a WebSocket client."""
 
+import json
 import uuid
 from typing import Any
 
@@ -137,6 +138,51 @@ def test_script_runner_sends_leading_arguments_first(redis_client: Any) -> None:
         assert runner(["j"], ["z", "w"], leading=["b"]) == [b"j", b"b", b"z", b"w"]
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("hiredis", [True, False])
+def test_script_runner_many_pipelines_calls_in_order(hiredis: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several calls in one round trip: every reply, in call order, also on a
+    connection whose server has not seen the script yet."""
+    from progress import conf, script_runner
+    from progress.script_runner import ScriptRunner
+
+    monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
+    name = f"tp-test-{uuid.uuid4().hex[:8]}"
+    runner = ScriptRunner(conf.redis_url(), f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}")
+    try:
+        calls = [([f"k{i}"], [str(i)], ()) for i in range(50)]
+        assert runner.many(calls) == [[f"k{i}".encode(), str(i).encode()] for i in range(50)]
+        assert runner.many([]) == []
+    finally:
+        runner.close()
+
+
+def test_publish_many_records_each_event_in_order(store: Any, task_id: str) -> None:
+    """One pipelined round trip records the events of several tasks as separate
+    publish() calls would: per task in order, numbered from 1."""
+    from progress.publisher import publish_many
+    from progress.states import State
+    from progress.store import EventDraft, progress_fragment
+
+    def step(task: str, current: int) -> EventDraft:
+        fragment = progress_fragment(current, 3, None, None, "{}")
+        return EventDraft(task, State.PROGRESS, progress_fragment=fragment)
+
+    other = f"{task_id}-b"
+    drafts = [EventDraft(task_id, State.PENDING), EventDraft(other, State.PENDING)]
+    drafts += [step(t, i) for i in range(1, 4) for t in (task_id, other)]
+    drafts.append(EventDraft(other, State.SUCCESS, result_json='{"ok": true}'))
+    try:
+        assert [o.seq for o in publish_many(drafts)] == [1, 1, 2, 2, 3, 3, 4, 4, 5]
+        history = [json.loads(e) for e in store.read(task_id, since=0).missed or []]
+        assert [(e["seq"], e["progress"]["current"]) for e in history[1:]] == [
+            (2, 1), (3, 2), (4, 3)]
+        final = store.read(other).snapshot
+        assert final is not None and json.loads(final.json)["result"] == {"ok": True}
+    finally:
+        store.delete(other)
 
 
 def test_a_replica_refusing_writes_buffers_events_until_it_is_master(
