@@ -64,7 +64,10 @@ class ProgressConsumer(InboxConsumer):
         await self.accept()
         # The headers served the handshake (origin check); an idle connection
         # need not keep them (~0.9 KB each, docs/BENCHMARKS.md "Idle connections").
-        self.scope["headers"] = ()
+        # Emptied in place: the routers' copies of the scope share the list.
+        headers = self.scope.get("headers")
+        if isinstance(headers, list):
+            headers.clear()
         task_id = self.scope["url_route"]["kwargs"].get("task_id")
         if task_id is not None:
             query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))

@@ -52,6 +52,15 @@ def test_reporter_example(redis_client: redis.Redis) -> None:
                                  "message": "row 3 of 3"}
 
 
+def test_many_tasks_example(redis_client: redis.Redis) -> None:
+    """publish_many makes each task watchable as PENDING, seq 1, in one round trip."""
+    ids = [f"docs-{uuid.uuid4()}" for _ in range(5)]
+    assert example("def announce").announce(ids) == [1] * 5
+    for task_id in ids:
+        final = final_object(task_id)
+        assert final["state"] == "PENDING" and final["name"] == "imports.row"
+
+
 def test_counting_example(redis_client: redis.Redis) -> None:
     """Indeterminate first, then counted with advance(), meta carried along."""
     final = run(example("def crawl").crawl, ["a", "b"])
