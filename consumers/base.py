@@ -50,11 +50,14 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.scope = scope
         self.base_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        own_inbox = getattr(self.channel_layer, "inbox", None)
+        own_inbox = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            own_inbox = getattr(self.channel_layer, "inbox", None)
         inbox: Inbox = own_inbox(self.channel_name) if own_inbox else Inbox()
         pumps = [asyncio.ensure_future(_pump(receive, inbox))]
-        if own_inbox is None:  # another channel layer: read it like Channels does
+        if self.channel_layer is not None and own_inbox is None:
+            # another channel layer: read it as Channels does
             pumps.append(asyncio.ensure_future(
                 _pump(functools.partial(self.channel_layer.receive, self.channel_name), inbox)))
         try:

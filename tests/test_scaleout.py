@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,19 @@ async def watch_all(url: str, tasks: dict[str, str]) -> dict[str, list[dict[str,
     return frames
 
 
+Frames = dict[str, list[dict[str, Any]]]
+
+
+async def watch_while_starting(urls: list[str], tasks: dict[str, str],
+                               start: Callable[[], None]) -> list[Frames]:
+    """One socket per URL watches every task (watch_all), subscribed before `start()`
+    queues them; what each socket saw."""
+    watchers = [asyncio.create_task(watch_all(url, tasks)) for url in urls]
+    await asyncio.sleep(0.5)  # every socket subscribed before the first event
+    start()
+    return list(await asyncio.gather(*watchers))
+
+
 async def test_any_web_process_delivers_events_from_any_worker(cluster: Cluster) -> None:
     """Clients on two daphne processes both see every task run by two workers, in order."""
     from tests.tasks import slow_steps
@@ -79,12 +92,13 @@ async def test_any_web_process_delivers_events_from_any_worker(cluster: Cluster)
     tasks = {f"scale-{uuid.uuid4().hex}": "" for _ in range(TASKS)}
     for task_id in tasks:
         tasks[task_id] = issue_token(task_id)
-    watchers = [asyncio.create_task(watch_all(cluster.ws(i), tasks)) for i in (0, 1)]
-    await asyncio.sleep(0.5)  # both sockets subscribed before the first event
-    for task_id in tasks:
-        slow_steps.apply_async(kwargs={"steps": STEPS, "delay": 0.1}, task_id=task_id,
-                               queue=cluster.queue)
-    seen_by = await asyncio.gather(*watchers)
+
+    def start() -> None:
+        for task_id in tasks:
+            slow_steps.apply_async(kwargs={"steps": STEPS, "delay": 0.1}, task_id=task_id,
+                                   queue=cluster.queue)
+
+    seen_by = await watch_while_starting([cluster.ws(0), cluster.ws(1)], tasks, start)
 
     for frames in seen_by:
         for task_id in tasks:

@@ -28,7 +28,7 @@ from progress.tokens import issue_token
 from tests import processes
 from tests.client import Http, Ws, connect
 from tests.conftest import REDIS_URL
-from tests.test_scaleout import watch_all
+from tests.test_scaleout import watch_while_starting
 
 pytestmark = pytest.mark.integration
 
@@ -145,15 +145,15 @@ async def test_tasks_on_both_shards_deliver_to_both_web_processes(sharded: Shard
     then SUCCESS; each record is on the shard the mapping names, and only there."""
     ids = sharded.ids_on(0, 2, "zero") + sharded.ids_on(1, 2, "one")
     tasks = {task_id: issue_token(task_id) for task_id in ids}
-    watchers = [asyncio.create_task(watch_all(sharded.ws(i), tasks)) for i in (0, 1)]
-    await asyncio.sleep(0.5)  # both sockets subscribed before the first event
     from tests.tasks import slow_steps
 
-    with sharded.as_settings():  # PENDING recorded here, as a web process would
-        for task_id in ids:
-            slow_steps.apply_async(kwargs={"steps": STEPS, "delay": 0.15}, task_id=task_id,
-                                   queue=sharded.prefix)
-    seen_by = await asyncio.gather(*watchers)
+    def start() -> None:
+        with sharded.as_settings():  # PENDING recorded here, as a web process would
+            for task_id in ids:
+                slow_steps.apply_async(kwargs={"steps": STEPS, "delay": 0.15}, task_id=task_id,
+                                       queue=sharded.prefix)
+
+    seen_by = await watch_while_starting([sharded.ws(0), sharded.ws(1)], tasks, start)
 
     for frames in seen_by:
         for task_id in ids:
