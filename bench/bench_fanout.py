@@ -206,7 +206,8 @@ def plot(results: dict[str, list[dict[str, float]]]) -> None:
     xs = range(len(labels))
     ax.bar([x - 0.2 for x in xs], p50s, width=0.4, label="p50")
     ax.bar([x + 0.2 for x in xs], p99s, width=0.4, label="p99")
-    ax.axhline(50, color="red", linestyle="--", linewidth=1, label="p99 target 50 ms\n(1000 tasks x 1)")
+    ax.axhline(50, color="red", linestyle="--", linewidth=1,
+               label="p99 target 50 ms\n(1000 tasks x 1)")
     ax.set_xticks(list(xs), labels, fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms, log)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 OnMessage = Callable[[bytes, bytes], None]
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0  # seconds between reconnect attempts, doubling
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL = 30, 10  # seconds (see _keep_alive)
 
 
 def pack(*args: bytes) -> bytes:
@@ -40,6 +42,20 @@ def pack(*args: bytes) -> bytes:
     for arg in args:
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(parts)
+
+
+def _keep_alive(transport: asyncio.Transport) -> None:
+    """TCP keepalive probes: a subscriber only reads, so without them a Redis that
+    vanished without closing the connection (a partition, a dead host) would
+    never be noticed; with them it is after ~KEEPALIVE_IDLE + 3 x KEEPALIVE_INTERVAL s."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class _Protocol(asyncio.Protocol):
@@ -223,6 +239,7 @@ class Subscriber:
                              transport.get_protocol())
         transport.set_protocol(protocol)
         protocol.transport = transport
+        _keep_alive(transport)
         self._protocol = protocol
         self._announce_due = self._connected_once
         self._connected_once = True

@@ -96,3 +96,24 @@ async def test_group_add_fails_clearly_when_redis_is_unreachable() -> None:
             await asyncio.wait_for(layer.group_add("g", channel), 10)
     finally:
         await layer.flush()
+
+
+async def test_the_pub_sub_connection_probes_a_silent_peer(tmp_path: Path) -> None:
+    """The subscriber's socket has TCP keepalive on (a vanished Redis is noticed)."""
+    import socket
+
+    from consumers.subscriber import KEEPALIVE_IDLE
+
+    with own_redis(str(tmp_path), persistent=False) as (url, _server):
+        layer = ResyncingPubSubChannelLayer(hosts=[url], prefix="tplayer")
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add("g", channel)
+            [shard] = layer._get_layer()._shards
+            transport = shard._transport()
+            assert transport is not None
+            sock = transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+        finally:
+            await layer.flush()
