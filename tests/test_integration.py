@@ -1,5 +1,6 @@
 """The whole path, worker -> Redis -> daphne -> WebSocket client, with real processes."""
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 import websockets
 
+from progress import conf
 from progress.tokens import Permission, issue_token
 from tests.client import Http, Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack
@@ -295,6 +297,10 @@ async def test_subscription_limit(stack: Stack) -> None:
         for task_id in ids[:100]:
             await ws.subscribe(task_id, issue_token(task_id))
             assert (await ws.recv())["type"] == "snapshot"
+        # 100 frames used the whole burst: stay within the rate limit for the 3
+        # frames to come (a fast server answers 100 subscribes well within 60 ms).
+        rate, _burst = conf.rate_limit()
+        await asyncio.sleep(3 / rate + 0.05)
         await ws.subscribe(ids[100], issue_token(ids[100]))
         reply = await ws.recv()
         assert reply["type"] == "error" and reply["code"] == "too_many_subscriptions"
