@@ -18,9 +18,9 @@ from tests import processes
 
 
 def daphne_from(tree: str, env: dict[str, str], port: int) -> processes.Proc:
-    """daphne (project.serve) importing the project from `tree` instead of this checkout."""
+    """daphne (consumers.serve) importing the project from `tree` instead of this checkout."""
     boot = ("import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
-            "runpy.run_module('project.serve', run_name='__main__', alter_sys=True)")
+            "runpy.run_module('consumers.serve', run_name='__main__', alter_sys=True)")
     argv = [sys.executable, "-c", boot, tree, "--bind", "127.0.0.1", "--port", str(port)]
     return processes.Proc(f"daphne-baseline:{port}", argv, env)
 

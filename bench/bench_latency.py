@@ -26,7 +26,7 @@ KINDS = (*stack.SERVERS, DIRECT)
 
 def one_run(url: str, events: int, rate: float) -> clients.WatchResult:
     from bench.tasks import paced
-    from progress.tokens import issue_token
+    from progress.wire.tokens import issue_token
 
     task_id = f"lat-{uuid.uuid4().hex}"
     token = issue_token(task_id)
@@ -67,7 +67,7 @@ async def redis_direct(control: clients.Control, redis_url: str, channel: str,
 
 def one_direct_run(redis_url: str, events: int, rate: float) -> clients.WatchResult:
     from bench.tasks import paced
-    from progress import keys
+    from progress.store import keys
 
     task_id = f"lat-{uuid.uuid4().hex}"
     reader = clients.ClientProcess(redis_direct, redis_url, keys.group_channel(task_id),

@@ -23,9 +23,9 @@ RATE = 1.0  # updates per second per task
 def run_taskpulse(env: dict[str, str], port: int, pid: int, tasks: int,
                   seconds: float) -> dict[str, float]:
     from progress.publisher import publish
-    from progress.states import State
-    from progress.store import EventDraft
-    from progress.tokens import issue_token
+    from progress.store.records import EventDraft
+    from progress.wire.states import State
+    from progress.wire.tokens import issue_token
 
     task_ids = [f"push-{uuid.uuid4().hex}" for _ in range(tasks)]
     for t in task_ids:

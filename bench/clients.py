@@ -420,8 +420,8 @@ async def publish_paced(control: Control, env: dict[str, str], task_ids: list[st
 
     django.setup()
     from progress.publisher import publish, track
-    from progress.states import State
-    from progress.store import EventDraft
+    from progress.store.records import EventDraft
+    from progress.wire.states import State
 
     steps = max(1, round(rate_per_task * duration_s))
     total_rate = rate_per_task * len(task_ids)
@@ -452,8 +452,8 @@ async def publish_batched(control: Control, env: dict[str, str], task_ids: list[
 
     django.setup()
     from progress.publisher import publish, publish_many
-    from progress.states import State
-    from progress.store import EventDraft, progress_fragment
+    from progress.store.records import EventDraft, progress_fragment
+    from progress.wire.states import State
 
     steps = max(1, round(rate_per_task * duration_s))
     count, rate = steps * len(task_ids), rate_per_task * len(task_ids)

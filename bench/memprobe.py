@@ -35,8 +35,8 @@ def _toggle(signum: int, frame: FrameType | None) -> None:
 def run(server: str) -> None:
     signal.signal(signal.SIGUSR1, _toggle)
     if server == "daphne":
-        sys.argv = ["project.serve", *sys.argv[1:]]
-        runpy.run_module("project.serve", run_name="__main__", alter_sys=True)
+        sys.argv = ["consumers.serve", *sys.argv[1:]]
+        runpy.run_module("consumers.serve", run_name="__main__", alter_sys=True)
     else:
         sys.argv = ["uvicorn", "project.asgi:application", *sys.argv[1:]]
         runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)

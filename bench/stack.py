@@ -1,5 +1,5 @@
 """The real stack a benchmark runs against: its own redis-server, a web server
-(daphne via project.serve, or uvicorn on the same ASGI app) and Celery workers.
+(daphne via consumers.serve, or uvicorn on the same ASGI app) and Celery workers.
 
 Process start/stop is tests/processes.py's; this module only adds what the
 benchmarks need on top (a private Redis, uvicorn, CPU and memory readings).

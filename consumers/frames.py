@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from progress.errors import ErrorCode
-from progress.ids import is_valid_task_id
+from progress.wire.errors import ErrorCode
+from progress.wire.ids import is_valid_task_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Frames go straight to the server while the client keeps up. When the bytes
 the server could not yet write to the socket pass HIGH_WATER (daphne exposes
-them through project/serve.py; other servers report 0 and never queue),
+them through consumers/serve.py; other servers report 0 and never queue),
 frames wait here instead: a newer progress-only event of a task replaces
 its queued one (PROTOCOL.md §4 rule 5); state changes and final frames are
 kept. A client that leaves frames unread too long, or lets too many queue,
@@ -135,6 +135,6 @@ class SendQueue:
 
 # ASGI scope extensions through which the server reports a connection's
 # unwritten bytes, and writes a text frame without the ASGI send's layers
-# (both set by project/serve.py for daphne; other servers use plain `send`).
+# (both set by consumers/serve.py for daphne; other servers use plain `send`).
 BACKLOG_EXTENSION = "taskpulse.send_backlog"
 SEND_NOW_EXTENSION = "taskpulse.send_text_now"

@@ -24,14 +24,15 @@ from consumers.outbox import (
     no_backlog,
     no_send_now,
 )
-from progress import conf, keys
-from progress.cancel import CancelOutcome, cancel
-from progress.errors import ErrorCode
-from progress.redis_client import async_clients
-from progress.states import State
-from progress.store import AsyncRecordStore, ReadResult
-from progress.tokens import Permission, TokenError, verify_token
-from progress.types import TaskEventMessage
+from progress import conf
+from progress.control.cancel import CancelOutcome, cancel
+from progress.store import keys
+from progress.store.connections import async_clients
+from progress.store.records import AsyncRecordStore, ReadResult
+from progress.wire.errors import ErrorCode
+from progress.wire.states import State
+from progress.wire.tokens import Permission, TokenError, verify_token
+from progress.wire.types import TaskEventMessage
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class ProgressConsumer(InboxConsumer):
             await self._end(sub.task_id)
 
     async def task_event(self, message: TaskEventMessage) -> None:
-        """A live event from the channel layer (published by progress/lua.py)."""
+        """A live event from the channel layer (published by progress/store/lua.py)."""
         sub = self.subscriptions.get(message["task_id"])
         if sub is None:
             return

@@ -7,8 +7,8 @@ Event objects arrive from Redis already JSON-encoded; frames splice their
 import json
 from typing import Any
 
-from progress.errors import ErrorCode
-from progress.states import UNKNOWN
+from progress.wire.errors import ErrorCode
+from progress.wire.states import UNKNOWN
 
 
 def object_frame(kind: str, object_json: str, reset: bool = False) -> str:

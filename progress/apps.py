@@ -1,4 +1,4 @@
-"""App config: connects the Celery signal hooks once Django is ready."""
+"""App config: connects the enabled task systems' hooks once Django is ready."""
 
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
@@ -9,7 +9,7 @@ class ProgressConfig(AppConfig):
     verbose_name = "TaskPulse progress"
 
     def ready(self) -> None:
-        from progress import signals
+        from progress.integrations.celery import signals
 
         signals.connect()
         # The web process imports every app's tasks.py too: startable tasks

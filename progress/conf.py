@@ -112,7 +112,7 @@ def cancel_grace() -> float:
 
 
 def outbox_max_events() -> int:
-    """Events a worker process buffers while Redis is unreachable (progress/outbox.py)."""
+    """Events a worker process buffers while Redis is unreachable (progress/store/outbox.py)."""
     return int(_get("PROGRESS_OUTBOX_MAX_EVENTS", 10_000))
 
 
@@ -134,3 +134,10 @@ def progress_min_interval() -> float:
 def asyncresult_interop() -> bool:
     """Mirror progress into Celery's result backend (AsyncResult(id).state == "PROGRESS")."""
     return bool(_setting("PROGRESS_ASYNCRESULT", True))
+
+
+def task_queues() -> list[str] | None:
+    """Dotted paths of the enabled TaskQueue integrations; None: the default (Celery
+    when installed). progress/taskqueue/registry.py."""
+    value = _setting("TASKPULSE_TASK_QUEUES", None)
+    return None if value is None else [str(path) for path in value]

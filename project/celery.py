@@ -1,4 +1,4 @@
-"""The Celery app: configured from Django settings (CELERY_* names)."""
+"""The example site's Celery app: configured from Django settings (CELERY_* names)."""
 
 import os
 
@@ -8,4 +8,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("taskpulse")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["progress"])
+app.autodiscover_tasks()

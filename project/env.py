@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 from django.core.exceptions import ImproperlyConfigured
 
-if TYPE_CHECKING:  # progress.shards reads Django settings: not imported while they load
-    from progress.shards import HostEntry, SentinelHost
+if TYPE_CHECKING:  # progress.store.shards reads Django settings: not imported while they load
+    from progress.store.shards import HostEntry, SentinelHost
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})

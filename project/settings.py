@@ -41,7 +41,7 @@ if not DEBUG:
 PORT = env_int("PORT", 8000)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # The Redis servers of the channel layer and the record store, in one order
-# (progress/shards.py; docs/SCALING.md): REDIS_URL, REDIS_SHARD_URLS, or
+# (progress/store/shards.py; docs/SCALING.md): REDIS_URL, REDIS_SHARD_URLS, or
 # REDIS_SENTINELS + REDIS_SENTINEL_MASTER. The first also serves Celery.
 TASKPULSE_SHARDS = env_redis_shards(DEFAULT_REDIS_URL)
 # The first shard's URL; empty with Sentinel, where no URL stays right after a fail-over.
@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "channels",
     "progress",
     "consumers",
+    "project.demo",
 ]
 
 MIDDLEWARE = [
@@ -89,7 +90,7 @@ SESSION_COOKIE_SECURE = not DEBUG
 
 # The pub/sub layer: one PUBLISH reaches every server process that has a
 # subscriber for the task, and the publisher's Lua script can emit it in the
-# same round trip that records the event (see progress/store.py).
+# same round trip that records the event (see progress/store/records.py).
 CHANNEL_LAYER_PREFIX = env_str("TASKPULSE_PREFIX", "tp")
 CHANNEL_LAYERS = {
     "default": {
@@ -143,7 +144,7 @@ PROGRESS_FLOOD_STRIKES = env_int("PROGRESS_FLOOD_STRIKES", 50)
 PROGRESS_MAX_FRAME_BYTES = env_int("PROGRESS_MAX_FRAME_BYTES", 64 * 1024)
 PROGRESS_SEND_QUEUE_MAX_FRAMES = env_int("PROGRESS_SEND_QUEUE_MAX_FRAMES", 1000)
 PROGRESS_SLOW_READER_TIMEOUT = env_number("PROGRESS_SLOW_READER_TIMEOUT", 30.0)
-# WebSocket keepalive (project/serve.py): ping an idle client every INTERVAL s,
+# WebSocket keepalive (consumers/serve.py): ping an idle client every INTERVAL s,
 # drop it when no pong came TIMEOUT s later.
 PROGRESS_PING_INTERVAL = env_int("PROGRESS_PING_INTERVAL", 20)
 PROGRESS_PING_TIMEOUT = env_int("PROGRESS_PING_TIMEOUT", 30)

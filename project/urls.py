@@ -1,13 +1,11 @@
-"""URL configuration: the demo page, the HTTP API and the health check."""
+"""The example site's URLs: the demo page, then TaskPulse's HTTP API at the root
+(/api/tasks/..., /healthz), as PROTOCOL.md §6 places it."""
 
-from django.urls import path
+from django.urls import include, path
 
-from progress import views
+from project.demo import views
 
 urlpatterns = [
     path("", views.demo_page, name="demo"),
-    path("api/tasks/", views.start_task, name="task-start"),
-    path("api/tasks/<str:task_id>/", views.task_status, name="task-status"),
-    path("api/tasks/<str:task_id>/cancel/", views.cancel_task, name="task-cancel"),
-    path("healthz", views.healthz, name="healthz"),
+    path("", include("progress.urls")),
 ]

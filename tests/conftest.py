@@ -26,7 +26,7 @@ django.setup()
 from tests import processes  # noqa: E402
 
 if TYPE_CHECKING:
-    from progress.store import RecordStore
+    from progress.store.records import RecordStore
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -46,8 +46,8 @@ def redis_client() -> Iterator[redis.Redis]:
 @pytest.fixture
 def store(redis_client: redis.Redis) -> RecordStore:
     """The record store on this process's connection (what the worker and views use)."""
-    from progress.redis_client import sync_client
-    from progress.store import RecordStore
+    from progress.store.connections import sync_client
+    from progress.store.records import RecordStore
 
     return RecordStore(sync_client())
 
@@ -55,8 +55,8 @@ def store(redis_client: redis.Redis) -> RecordStore:
 @pytest.fixture
 def task_id(request: pytest.FixtureRequest, store: RecordStore) -> Iterator[str]:
     """A task id of this test's own, with no record before or after it."""
-    from progress import keys
-    from progress.redis_client import sync_client
+    from progress.store import keys
+    from progress.store.connections import sync_client
 
     tid = f"t-{request.node.name}"[:80]
     store.delete(tid)

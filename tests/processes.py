@@ -107,7 +107,7 @@ def stack_env(prefix: str, queue: str, extra: dict[str, str] | None = None) -> d
 
 
 def daphne(env: dict[str, str], port: int) -> Proc:
-    argv = [sys.executable, "-m", "project.serve", "--bind", "127.0.0.1", "--port", str(port)]
+    argv = [sys.executable, "-m", "consumers.serve", "--bind", "127.0.0.1", "--port", str(port)]
     return Proc(f"daphne:{port}", argv, env)
 
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from progress.publisher import store
-from progress.states import State
-from progress.store import EventDraft
+from progress.store.records import EventDraft
+from progress.wire.states import State
 from tests.conftest import Stack
 
 API_DOC = Path(__file__).resolve().parent.parent / "docs" / "API.md"
@@ -98,7 +98,7 @@ def test_cancellation_example(redis_client: redis.Redis) -> None:
 @pytest.mark.integration
 def test_group_example(stack: Stack) -> None:
     """The group example starts four counts that end as one SUCCESS."""
-    from progress.tokens import verify_token
+    from progress.wire.tokens import verify_token
 
     module = example("start_group(")
     verify_token(module.token, module.group_id)

@@ -8,9 +8,9 @@ import pytest
 from celery.result import AsyncResult
 from django.test import override_settings
 
-from progress.reporter import TaskProgress
-from progress.states import State
-from progress.store import EventDraft, PublishOutcome
+from progress.publisher.reporter import TaskProgress
+from progress.store.records import EventDraft, PublishOutcome
+from progress.wire.states import State
 from tests.conftest import Stack
 
 POLL_TIMEOUT = 20.0
@@ -100,7 +100,7 @@ def test_mirror_never_overwrites_success(redis_client: Any) -> None:
     """Like Celery's own store_result, a late PROGRESS write leaves a stored SUCCESS alone."""
     from celery import current_app
 
-    from progress.interop import store_progress
+    from progress.integrations.celery.interop import store_progress
 
     backend = current_app.backend
     task_id = f"unit-{uuid.uuid4()}"
@@ -121,7 +121,7 @@ def test_mirror_uses_the_direct_path_on_our_redis() -> None:
     """With the project's settings the backend is our Redis, so one script replaces store_result."""
     from celery import current_app
 
-    from progress.interop import _is_our_redis
+    from progress.integrations.celery.interop import _is_our_redis
 
     assert _is_our_redis(current_app.backend)
 

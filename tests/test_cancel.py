@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from progress.tasks import count
-from progress.tokens import issue_token
+from progress.wire.tokens import issue_token
+from project.demo.tasks import count
 from tests.client import Ws, connect
 from tests.conftest import Stack
 

@@ -1,11 +1,11 @@
-"""The direct-write TCP transport (project/direct_write.py): order, partial sends, backlog."""
+"""The direct-write TCP transport (consumers/direct_write.py): order, partial sends, backlog."""
 
 from __future__ import annotations
 
 import errno
 from typing import Any
 
-from project.direct_write import DirectWriteServer, unwritten_bytes
+from consumers.direct_write import DirectWriteServer, unwritten_bytes
 
 
 class FakeSocket:

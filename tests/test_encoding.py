@@ -3,7 +3,7 @@
 import datetime
 import json
 
-from progress.encoding import encode_json_value, utc_now_iso
+from progress.wire.encoding import encode_json_value, utc_now_iso
 
 
 class BadRepr:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from progress.eta import RateEstimator
+from progress.publisher.eta import RateEstimator
 
 
 def test_no_estimate_before_two_samples() -> None:

@@ -25,7 +25,7 @@ OUTAGE = 5.0  # longer than redis-py's retries (~3 s): the worker outbox must bu
 
 
 # With the AsyncResult mirror on, Celery's result-backend retries hold the task
-# through the outage; with it off, the task keeps running and progress/outbox.py
+# through the outage; with it off, the task keeps running and progress/store/outbox.py
 # buffers its events until Redis is back.
 @pytest.fixture(params=["1", "0"], ids=["asyncresult-mirror", "outbox-only"])
 def redis_and_stack(request: pytest.FixtureRequest,

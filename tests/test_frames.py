@@ -3,7 +3,7 @@
 import pytest
 
 from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
-from progress.errors import ErrorCode
+from progress.wire.errors import ErrorCode
 
 
 def code_of(text: str) -> ErrorCode:

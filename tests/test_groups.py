@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from progress.groups import start_group
-from progress.tokens import issue_token
+from progress.integrations.celery.groups import start_group
+from progress.wire.tokens import issue_token
 from tests.client import Ws, connect
 from tests.conftest import Stack
 
@@ -86,9 +86,9 @@ def test_empty_group_is_refused() -> None:
 
 async def test_cancelled_queued_member_ends_the_group(stack: Stack) -> None:
     """A member cancelled before it ran still counts: the group ends instead of hanging."""
-    from progress import keys
-    from progress.cancel import cancel
-    from progress.redis_client import sync_client
+    from progress.control.cancel import cancel
+    from progress.store import keys
+    from progress.store.connections import sync_client
     from tests.tasks import slow_steps
 
     later = slow_steps.s(steps=1, delay=0.01).set(countdown=3)

@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from progress import conf
-from progress.tokens import Permission, issue_token
+from progress.wire.tokens import Permission, issue_token
 from tests.client import Http, Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack
 
@@ -124,7 +124,7 @@ async def test_cross_origin_handshake_is_refused(stack: Stack) -> None:
 
 async def test_unknown_differs_from_queued(stack: Stack) -> None:
     """A task never published is UNKNOWN; a published one no worker took is PENDING."""
-    from progress.tasks import count
+    from project.demo.tasks import count
 
     queued_id, unknown_id = str(uuid.uuid4()), str(uuid.uuid4())
     # A queue no worker consumes; named after the session so the fixtures clean it up.

@@ -1,4 +1,4 @@
-"""WebSocket keepalive (project/serve.py): idle clients are pinged, dead peers dropped, and a
+"""WebSocket keepalive (consumers/serve.py): idle clients are pinged, dead peers dropped, and a
 live but quiet client is never cut off (no absolute lifetime)."""
 
 import asyncio

@@ -26,7 +26,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, processes.Proc]]:
 
 @pytest.fixture
 def publisher(private_redis: tuple[str, processes.Proc]) -> Iterator[redis.Redis]:
-    """Another connection, as a worker's: it PUBLISHes as progress/lua.py does."""
+    """Another connection, as a worker's: it PUBLISHes as progress/store/lua.py does."""
     client = redis.Redis.from_url(private_redis[0])
     yield client
     client.close()

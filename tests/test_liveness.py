@@ -10,12 +10,13 @@ import pytest
 import redis
 from django.test import override_settings
 
-from progress import conf, keys, sweeper
-from progress.heartbeat import Heartbeat
-from progress.outbox import Outbox
-from progress.redis_client import sync_client
-from progress.states import State
-from progress.store import EventDraft, PublishOutcome, RecordStore, progress_fragment
+from progress import conf
+from progress.publisher.heartbeat import Heartbeat
+from progress.store import keys, sweeper
+from progress.store.connections import sync_client
+from progress.store.outbox import Outbox
+from progress.store.records import EventDraft, PublishOutcome, RecordStore, progress_fragment
+from progress.wire.states import State
 
 STALL = 0.3
 

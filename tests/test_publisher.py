@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from progress.publisher import track, with_progress
-from progress.tokens import issue_token
+from progress.wire.tokens import issue_token
 from tests.client import Ws, connect
 from tests.conftest import Stack
 
@@ -109,8 +109,9 @@ def test_with_progress_hides_the_keyword_from_callers() -> None:
 def test_script_runner_recovers(redis_client: Any, hiredis: bool,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The publisher's own connection loads its script on NOSCRIPT and survives a dropped socket."""
-    from progress import conf, script_runner
-    from progress.script_runner import ScriptRunner
+    from progress import conf
+    from progress.store import script_runner
+    from progress.store.script_runner import ScriptRunner
 
     monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
 
@@ -129,7 +130,7 @@ def test_script_runner_recovers(redis_client: Any, hiredis: bool,
 def test_script_runner_sends_leading_arguments_first(redis_client: Any) -> None:
     """`leading` arguments, packed once, reach the script before the per-call ones."""
     from progress import conf
-    from progress.script_runner import ScriptRunner
+    from progress.store.script_runner import ScriptRunner
 
     runner = ScriptRunner(conf.redis_url(), "return {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}")
     try:
@@ -145,8 +146,9 @@ def test_script_runner_many_pipelines_calls_in_order(hiredis: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Several calls in one round trip: every reply, in call order, also on a
     connection whose server has not seen the script yet."""
-    from progress import conf, script_runner
-    from progress.script_runner import ScriptRunner
+    from progress import conf
+    from progress.store import script_runner
+    from progress.store.script_runner import ScriptRunner
 
     monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
     name = f"tp-test-{uuid.uuid4().hex[:8]}"
@@ -163,8 +165,8 @@ def test_publish_many_records_each_event_in_order(store: Any, task_id: str) -> N
     """One pipelined round trip records the events of several tasks as separate
     publish() calls would: per task in order, numbered from 1."""
     from progress.publisher import publish_many
-    from progress.states import State
-    from progress.store import EventDraft, progress_fragment
+    from progress.store.records import EventDraft, progress_fragment
+    from progress.wire.states import State
 
     def step(task: str, current: int) -> EventDraft:
         fragment = progress_fragment(current, 3, None, None, "{}")
@@ -193,12 +195,12 @@ def test_a_replica_refusing_writes_buffers_events_until_it_is_master(
     from django.test import override_settings
 
     from progress import publisher
-    from progress.outbox import outboxes
-    from progress.states import State
-    from progress.store import EventDraft
+    from progress.store.outbox import outboxes
+    from progress.store.records import EventDraft
+    from progress.wire.states import State
     from tests import processes
 
-    monkeypatch.setattr("progress.outbox.RETRY_MIN", 0.05)
+    monkeypatch.setattr("progress.store.outbox.RETRY_MIN", 0.05)
     master_port, replica_port = processes.free_port(), processes.free_port()
     master = processes.start_redis(master_port, str(tmp_path), persistent=False)
     replica = processes.start_replica(replica_port, str(tmp_path), master_port)

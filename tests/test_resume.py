@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from progress import keys, lua
 from progress.publisher import store
-from progress.redis_client import sync_client
-from progress.states import State
-from progress.store import EventDraft, _publish_args, progress_fragment
-from progress.tokens import issue_token
+from progress.store import keys, lua
+from progress.store.connections import sync_client
+from progress.store.records import EventDraft, _publish_args, progress_fragment
+from progress.wire.states import State
+from progress.wire.tokens import issue_token
 from tests.client import Http, Ws, connect
 from tests.conftest import Stack
 from tests.faultkit import PrivateStack, Watcher, private_stack, watch_until_final

@@ -1,7 +1,7 @@
 """Sharding over two private redis-servers (REDIS_SHARD_URLS), two web processes, one worker.
 
 Each task lives on the shard channels_redis subscribes its group on
-(progress/shards.py): its record, history and PUBLISH are there, and every
+(progress/store/shards.py): its record, history and PUBLISH are there, and every
 reader (WebSocket, status view, cancel, sweeper) finds it there.
 """
 
@@ -21,10 +21,10 @@ import redis
 from channels_redis.utils import _consistent_hash
 from django.test import override_settings
 
-from progress import keys, shards
-from progress.states import State
-from progress.store import EventDraft
-from progress.tokens import issue_token
+from progress.store import keys, shards
+from progress.store.records import EventDraft
+from progress.wire.states import State
+from progress.wire.tokens import issue_token
 from tests import processes
 from tests.client import Http, Ws, connect
 from tests.conftest import REDIS_URL
@@ -216,7 +216,7 @@ async def test_group_on_one_shard_aggregates_members_on_both(
         sharded: Sharded, monkeypatch: pytest.MonkeyPatch) -> None:
     """A group's record and members hash live on the group id's shard; members recorded on
     either shard are aggregated there, and the group ends SUCCESS with every member counted."""
-    from progress import groups
+    from progress.integrations.celery import groups
     from tests.tasks import slow_steps
 
     [group_id] = sharded.ids_on(1, 1, "group")

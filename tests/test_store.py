@@ -10,11 +10,12 @@ import pytest
 import redis
 from django.test import override_settings
 
-from progress import conf, keys
-from progress.encoding import dumps
-from progress.redis_client import sync_client
-from progress.states import State
-from progress.store import EventDraft, RecordStore, progress_fragment
+from progress import conf
+from progress.store import keys
+from progress.store.connections import sync_client
+from progress.store.records import EventDraft, RecordStore, progress_fragment
+from progress.wire.encoding import dumps
+from progress.wire.states import State
 
 
 def progress_draft(task_id: str, current: int) -> EventDraft:

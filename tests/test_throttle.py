@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from django.test import override_settings
 
-from progress.reporter import TaskCancelled, TaskProgress
-from progress.states import State
-from progress.store import EventDraft, PublishOutcome
+from progress.publisher.reporter import TaskCancelled, TaskProgress
+from progress.store.records import EventDraft, PublishOutcome
+from progress.wire.states import State
 
 INTERVAL = 0.05
 WAIT = 5.0

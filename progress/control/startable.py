@@ -1,0 +1,67 @@
+"""Which tasks the HTTP API may start, who may start them, and how their
+arguments are checked.
+
+Only tasks registered here are startable over `POST /api/tasks/`: exposing
+every task in the app to browsers would be a remote-execution hole. A task of
+any enabled task system can be registered (progress/taskqueue/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from progress import taskqueue
+from progress.taskqueue.base import TaskQueue
+
+
+class BadArguments(ValueError):
+    """The arguments do not fit the task; the message says what to send instead."""
+
+
+Validator = Callable[..., None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Startable:
+    name: str
+    task: Any
+    queue: TaskQueue
+    validate: Validator | None
+
+    def start(self, args: list[Any], kwargs: dict[str, Any], task_id: str) -> None:
+        self.queue.start(self.task, args, kwargs, task_id)
+
+
+_registry: dict[str, Startable] = {}
+
+
+def startable(validate: Validator | None = None) -> Callable[[T], T]:
+    """Decorator: `@startable(check)` above a task registers it by name.
+
+    `validate(*args, **kwargs)` raises BadArguments for values the task must not get.
+    """
+
+    def register(task: T) -> T:
+        queue = taskqueue.integration_for(task)
+        name = queue.task_name(task)
+        _registry[name] = Startable(name, task, queue, validate)
+        return task
+
+    return register
+
+
+def lookup(name: str) -> Startable | None:
+    return _registry.get(name)
+
+
+def check_arguments(entry: Startable, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Raise BadArguments unless the call fits the task's signature and validator."""
+    try:
+        entry.queue.signature(entry.task).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise BadArguments(f"arguments do not fit {entry.name}: {exc}") from None
+    if entry.validate is not None:
+        entry.validate(*args, **kwargs)

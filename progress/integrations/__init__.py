@@ -1,0 +1,1 @@
+"""Task-system integrations, one subpackage each, behind progress.taskqueue.TaskQueue."""

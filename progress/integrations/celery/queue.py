@@ -1,0 +1,56 @@
+"""CeleryQueue: the TaskQueue of Celery, on the host's own app (`current_app`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Task, current_app
+from celery._state import get_current_task
+
+from progress.taskqueue.base import BoundTask, ProgressInfo, TaskQueue
+
+
+class CeleryQueue(TaskQueue):
+    name = "celery"
+
+    def install(self) -> None:
+        from progress.integrations.celery import signals
+
+        signals.connect()
+
+    def owns(self, task: Any) -> bool:
+        return isinstance(task, Task)
+
+    def start(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any],
+              task_id: str) -> None:
+        # before_task_publish records PENDING before the message reaches the broker.
+        task.apply_async(args=tuple(args), kwargs=kwargs, task_id=task_id)
+
+    def revoke(self, task_id: str, terminate: bool = False) -> None:
+        # Workers remember revoked ids, so a queued task is dropped when received.
+        if terminate:
+            current_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+        else:
+            current_app.control.revoke(task_id)
+
+    def current_task(self) -> BoundTask | None:
+        # Not the `current_task` proxy: it follows whatever runs in the calling
+        # thread, and the reporter keeps its task for later (trailing) writes.
+        task = get_current_task()
+        if task is None or not getattr(task.request, "id", None):
+            return None
+        return task
+
+    def group_of(self, task_id: str) -> str | None:
+        from progress.integrations.celery.groups import member_group
+
+        return member_group(task_id)
+
+    def mirror_progress(self, task: Any, task_id: str, info: ProgressInfo) -> None:
+        from progress.integrations.celery.interop import store_progress
+
+        # The task object is whatever track() got: a Celery task, a test double
+        # with a backend, or None when only the id is known (the app's backend).
+        if task is None or self.owns(task) or hasattr(task, "backend"):
+            store_progress(task, task_id, info)  # type: ignore[arg-type]

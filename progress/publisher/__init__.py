@@ -1,0 +1,281 @@
+"""The task-author API and the one place this process publishes events.
+
+    from progress.publisher import track
+
+    @app.task(bind=True)
+    def export(self, rows):
+        progress = track(self)
+        for i, row in enumerate(rows, 1):
+            write(row)
+            progress.update(i, total=len(rows), message=f"row {i}")
+
+A published event is one EVALSHA on a connection the process keeps open to
+the task's shard (progress/store/shards.py); progress calls are throttled
+(progress/publisher/reporter.py), so a hot loop may call them freely. Lifecycle states
+(STARTED, SUCCESS, ...) are published by progress.integrations.celery.signals without the task
+doing anything. docs/API.md has the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import redis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from progress import taskqueue
+from progress.publisher.reporter import KEEP, Keep, TaskCancelled, TaskProgress
+from progress.store import groups, lua, shards
+from progress.store.connections import SentinelScriptRunner, script_runner, sync_clients
+from progress.store.outbox import outboxes
+from progress.store.records import (
+    EventDraft,
+    PublishArgs,
+    PublishOutcome,
+    RecordStore,
+    _parse_publish,
+    _publish_args,
+)
+from progress.store.script_runner import ScriptRunner
+from progress.wire.states import State, is_final
+
+__all__ = [
+    "KEEP", "EventDraft", "Keep", "TaskCancelled", "TaskProgress", "current_progress",
+    "forget", "note_group", "publish", "store", "track", "with_progress",
+]
+
+PROGRESS_KEYWORD = "progress"
+# What a Redis that is no (longer a) master answers a write: a replica, or a
+# master short of the replicas its min-replicas-to-write asks for, as an old
+# master is once Sentinel promoted its replica (docs/SCALING.md, "Sentinel").
+NOT_MASTER_REPLIES = ("READONLY", "NOREPLICAS")
+
+logger = logging.getLogger(__name__)
+
+
+class _BoundTask(Protocol):
+    @property
+    def request(self) -> Any: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+_store_of_clients: tuple[list[redis.Redis], RecordStore] | None = None
+
+
+def store() -> RecordStore:
+    """This process's record store, on its persistent connections (one per shard)."""
+    global _store_of_clients
+    clients = sync_clients()
+    cached = _store_of_clients
+    if cached is None or cached[0] is not clients:
+        cached = _store_of_clients = (clients, RecordStore(*clients))
+    return cached[1]
+
+
+# -- publishing ----------------------------------------------------------------
+
+_Runner = ScriptRunner | SentinelScriptRunner
+_runners_of_this_process: list[_Runner] | None = None
+# task id -> its TaskPulse group (progress/store/groups.py), for tasks running here
+_member_groups: dict[str, str] = {}
+
+
+def _runners() -> list[_Runner]:
+    """The PUBLISH script on this process's own connection to each shard."""
+    global _runners_of_this_process
+    runners = _runners_of_this_process
+    if runners is None:
+        runners = _runners_of_this_process = [
+            script_runner(shard, lua.PUBLISH) for shard in range(shards.count())]
+    return runners
+
+
+def _forget_runners_after_fork() -> None:
+    # A forked pool child opens its own connection, never writes to its parent's socket.
+    global _runners_of_this_process
+    _runners_of_this_process = None
+
+
+os.register_at_fork(after_in_child=_forget_runners_after_fork)
+
+
+@receiver(setting_changed)
+def _forget_runners(setting: str = "", **_: Any) -> None:
+    if setting in shards.SETTINGS:
+        _forget_runners_after_fork()
+
+
+def publish(draft: EventDraft, fraction: float | None = None) -> PublishOutcome:
+    """Record and push one event: every event of this process goes through here.
+
+    A state change first publishes progress the throttle still holds, so the
+    last values are delivered before it. `fraction` (0-1, None when unknown)
+    feeds the task's group, if it belongs to one. Buffered in order while
+    Redis is unreachable.
+    """
+    if draft.state is not State.PROGRESS:
+        _flush_held_back(draft.task_id)
+        if draft.state is State.STARTED:
+            _note_group(draft.task_id)
+    boxes = outboxes()  # one per shard; with one, no shard to look up
+    box = boxes[0] if len(boxes) == 1 else boxes[shards.shard_of(draft.task_id)]
+    outcome = box.publish(draft, _publish_now)
+    group_id = _member_groups.get(draft.task_id)
+    if group_id is not None:
+        final = is_final(draft.state)
+        # A final state the record already had (a queued member cancelled from the
+        # web, then revoked by the worker) still has to reach the group.
+        if outcome.accepted or final:
+            _aggregate(group_id, draft, fraction)
+        if final:
+            _member_groups.pop(draft.task_id, None)
+    return outcome
+
+
+def publish_many(drafts: Sequence[EventDraft]) -> list[PublishOutcome]:
+    """Record and push several events with one pipelined round trip per shard, for a
+    process that publishes for many tasks at once (a batch job, a load generator).
+
+    Each event is its own record-script run and PUBLISH, as with `publish`, in
+    the order given. Unlike `publish` it neither buffers (a Redis error is
+    raised, and events from the failed batch may or may not be recorded) nor
+    aggregates groups: use it for plain tasks' events.
+    """
+    runners = _runners()
+    on_shard: dict[int, list[tuple[int, PublishArgs]]] = {}
+    for i, draft in enumerate(drafts):
+        args = _publish_args(draft)
+        on_shard.setdefault(args.shard, []).append((i, args))
+    outcomes: dict[int, PublishOutcome] = {}
+    for shard, items in on_shard.items():
+        replies = runners[shard].many([(a.keys, a.varying, a.leading) for _, a in items])
+        for (i, _), raw in zip(items, replies, strict=True):
+            outcomes[i] = _parse_publish(raw)
+    return [outcomes[i] for i in range(len(drafts))]
+
+
+def _publish_now(draft: EventDraft) -> PublishOutcome:
+    args = _publish_args(draft)
+    runner = _runners()[args.shard]
+    try:
+        return _parse_publish(runner(args.keys, args.varying, leading=args.leading))
+    except redis.ResponseError as exc:
+        if not str(exc).startswith(NOT_MASTER_REPLIES):
+            raise
+        # Not the master any more (a fail-over is under way): reconnect, and let
+        # the outbox retry, in order, until the connection leads to the new master.
+        runner.close()
+        raise redis.ConnectionError(f"Redis refused the write as no master: {exc}") from exc
+
+
+def _note_group(task_id: str) -> None:
+    note_group(task_id, taskqueue.group_of(task_id))
+
+
+def note_group(task_id: str, group_id: str | None) -> None:
+    """Remember Celery's group id of a task this process publishes for (None: no group)."""
+    if group_id:
+        _member_groups[task_id] = group_id
+
+
+def _aggregate(group_id: str, draft: EventDraft, fraction: float | None) -> None:
+    try:
+        member = groups.member_event(group_id, draft, fraction)
+    except Exception:
+        # The member's own event is recorded; its group catches up at the next one.
+        logger.warning("TaskPulse could not update group %s for task %s", group_id,
+                       draft.task_id, exc_info=True)
+        return
+    if not member:
+        _member_groups.pop(draft.task_id, None)  # a plain Celery group: nothing to aggregate
+
+
+# -- the task author's API -----------------------------------------------------
+
+_reporters: dict[str, TaskProgress] = {}
+_reporters_lock = threading.Lock()
+
+
+def track(task: _BoundTask | str, min_interval: float | None = None) -> TaskProgress:
+    """The progress reporter of a bound task (`self`) or of a task id.
+
+    The same object is returned for the same task id within a process, so a
+    helper function that only knows the id continues where the task left off.
+    `min_interval` overrides PROGRESS_MIN_INTERVAL for this task (0: publish every call).
+    """
+    if isinstance(task, str):
+        task_id, name, bound = task, None, None
+    else:
+        task_id, name, bound = task.request.id, task.name, task
+        if not task_id:
+            raise ValueError("track(self) needs a running task: self.request.id is empty")
+    with _reporters_lock:
+        reporter = _reporters.get(task_id)
+        if reporter is None:
+            reporter = _reporters[task_id] = TaskProgress(task_id, publish, name, bound)
+    if min_interval is not None:
+        reporter.interval = max(0.0, min_interval)
+    return reporter
+
+
+def current_progress() -> TaskProgress:
+    """The reporter of the task running in this thread (for helpers that get no task)."""
+    task = taskqueue.current_task()
+    if task is None:
+        raise RuntimeError(
+            "current_progress() needs a running task in this thread; "
+            "from another thread pass the task id: track(task_id)")
+    return track(task)
+
+
+R = TypeVar("R")
+
+
+def with_progress(fn: Callable[..., R]) -> Callable[..., R]:
+    """Decorator for a bound task: pass its reporter as the `progress` keyword.
+
+        @shared_task(bind=True)
+        @with_progress
+        def export(self, rows, *, progress):
+            ...
+
+    Held-back values are published when the function returns.
+    """
+    signature = inspect.signature(fn)
+    if PROGRESS_KEYWORD not in signature.parameters:
+        raise TypeError(f"{fn.__name__} must accept a `{PROGRESS_KEYWORD}` keyword argument")
+
+    @functools.wraps(fn)
+    def run(self: _BoundTask, *args: Any, **kwargs: Any) -> R:
+        with track(self) as progress:
+            return fn(self, *args, **{PROGRESS_KEYWORD: progress}, **kwargs)
+
+    # Celery checks call arguments against the signature: callers never pass `progress`.
+    params = [p for name, p in signature.parameters.items() if name != PROGRESS_KEYWORD]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return run
+
+
+def _flush_held_back(task_id: str) -> None:
+    reporter = _reporters.get(task_id)
+    if reporter is not None:
+        reporter.publish_held_back()
+
+
+def forget(task_id: str) -> None:
+    """The task ended: publish what its reporter held back, then drop it."""
+    with _reporters_lock:
+        reporter = _reporters.pop(task_id, None)
+    if reporter is not None:
+        reporter.close(flush=True)
+    _member_groups.pop(task_id, None)
+

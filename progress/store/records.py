@@ -1,0 +1,273 @@
+"""The Redis record store: one record and a capped history per task.
+
+Every change is one Lua script call (progress/store/lua.py), so `seq` is assigned
+atomically whatever the number of writers. `RecordStore` serves sync code
+(Celery worker, Django views), `AsyncRecordStore` the consumers; both share
+the argument building and result parsing below, and both take one client per
+shard and run each call on the task's shard (progress/store/shards.py).
+"""
+
+import functools
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import redis
+import redis.asyncio as aioredis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from progress import conf
+from progress.store import keys, lua, shards
+from progress.wire.encoding import dumps, utc_now_iso
+from progress.wire.states import State, is_final
+from progress.wire.types import ErrorInfo
+
+EPOCH_BITS = 48
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """One state change as a publisher describes it, before Redis numbers it.
+
+    `name` and `progress_fragment` left as None keep what the record holds, so
+    a lifecycle event from another process does not erase the progress.
+    """
+
+    task_id: str
+    state: State
+    name: str | None = None
+    progress_fragment: str | None = None
+    result_json: str = "null"
+    error: ErrorInfo | None = None
+    # Arm the stall deadline (STARTED): LOST unless heartbeats follow within this many s.
+    stall_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOutcome:
+    seq: int  # 0 when the record refused the event (already final, or PENDING twice)
+    cancel_requested: bool
+    state: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.seq > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    epoch: str
+    seq: int
+    json: str  # the latest event object, encoded
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    snapshot: Snapshot | None  # None: no record for this task
+    missed: list[str] | None  # events after `since`; None when history cannot cover it
+
+
+def percent_of(current: float, total: float | None) -> float | None:
+    """0-100, or None while the total is unknown (PROTOCOL.md §3)."""
+    if not total:
+        return None
+    return round(max(0.0, min(100.0, current * 100.0 / total)), 2)
+
+
+def progress_fragment(
+    current: float,
+    total: float | None,
+    message: str | None,
+    eta: float | None,
+    meta_json: str,
+) -> str:
+    # Formatted field by field: a hot progress loop publishes this up to every
+    # PROGRESS_MIN_INTERVAL, and dumps() of a dict costs several times more.
+    percent = percent_of(current, total)
+    return (
+        f'"progress":{{"current":{_number(current)},"total":{_number(total)},'
+        f'"percent":{_number(percent)},"message":{"null" if message is None else dumps(message)}}},'
+        f'"eta":{_number(eta)},"meta":{meta_json}'
+    )
+
+
+def _number(value: float | None) -> str:
+    """JSON for a number or None, as dumps() would write it."""
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return dumps(value)  # anything else, including NaN and infinity, which it refuses
+
+
+def new_epoch() -> str:
+    # A candidate goes with every published event. It is no secret, it only has
+    # to differ from the task's earlier epochs: `random` does (it is reseeded in
+    # a forked child) at half the cost of `secrets`, which asks the OS each time.
+    return f"{random.getrandbits(EPOCH_BITS):012x}"
+
+
+def rest_fragment(task_id: str, result_json: str, error: ErrorInfo | None) -> str:
+    """The event fields after the progress, stamped now (PROTOCOL.md §3 `updated_at`)."""
+    return _rest_fragment(dumps(task_id), result_json, error)
+
+
+def _rest_fragment(task_id_json: str, result_json: str, error: ErrorInfo | None) -> str:
+    return (
+        f'"task_id":{task_id_json},"result":{result_json},'
+        f'"error":{"null" if error is None else dumps(error)},"updated_at":"{utc_now_iso()}"'
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskNames:
+    """What every event of one task repeats: its script keys, group channel, id in JSON
+    and shard."""
+
+    keys: tuple[str, str, str]
+    channel: str
+    task_id_json: str
+    shard: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _task_names(prefix: str, shard_count: int, task_id: str) -> _TaskNames:
+    """Cached because a hot progress loop would rebuild them for every event;
+    `prefix` and `shard_count` are part of the cache key so a changed setting is honoured."""
+    return _TaskNames(
+        (keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key()),
+        keys.group_channel(task_id), dumps(task_id), shards.shard_of(task_id))
+
+
+@functools.cache
+def _record_settings() -> tuple[str, int, int, int, int]:
+    """(key prefix, history length, active TTL, final TTL, shard count), read once per
+    settings change.
+
+    Each Django settings read costs about a microsecond; a published progress
+    call would make five of them.
+    """
+    return (conf.key_prefix(), conf.history_length(), conf.active_ttl(), conf.final_ttl(),
+            shards.count())
+
+
+@receiver(setting_changed)
+def _forget_record_settings(**_: Any) -> None:
+    _record_settings.cache_clear()
+
+
+class PublishArgs(NamedTuple):
+    """The PUBLISH script's keys and arguments (progress/store/lua.py), split in two:
+    `leading` is the same for every event of a task in one state, `varying`
+    changes with each event; `shard` is where to run it. (A tuple: one is built
+    per published event.)"""
+
+    keys: tuple[str, str, str]
+    leading: tuple[str | int, ...]
+    varying: tuple[str, str, str]
+    shard: int = 0
+
+    def flat(self) -> list[str | int]:
+        return [*self.leading, *self.varying]
+
+
+def _publish_args(draft: EventDraft) -> PublishArgs:
+    prefix, history_length, active_ttl, final_ttl, shard_count = _record_settings()
+    names = _task_names(prefix, shard_count, draft.task_id)
+    final = is_final(draft.state)
+    leading = (
+        draft.task_id,
+        names.channel,
+        draft.state.value,
+        "1" if final else "0",
+        "" if draft.name is None else dumps(draft.name),
+        "" if draft.stall_timeout is None else repr(draft.stall_timeout),
+        history_length,
+        final_ttl if final else active_ttl,
+    )
+    rest = _rest_fragment(names.task_id_json, draft.result_json, draft.error)
+    return PublishArgs(names.keys, leading, (draft.progress_fragment or "", rest, new_epoch()),
+                       names.shard)
+
+
+def _parse_publish(raw: list[Any]) -> PublishOutcome:
+    seq, cancel, state = raw
+    return PublishOutcome(int(seq), bool(int(cancel)), _text(state))
+
+
+def _read_keys(task_id: str) -> list[str]:
+    return [keys.record_key(task_id), keys.history_key(task_id)]
+
+
+def _parse_read(raw: list[Any]) -> ReadResult:
+    if not raw:
+        return ReadResult(None, None)
+    epoch, seq, json_text, covered, *events = raw
+    snapshot = Snapshot(_text(epoch), int(seq), _text(json_text))
+    missed = [_text(e) for e in events] if int(covered) else None
+    return ReadResult(snapshot, missed)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check_shards(clients: tuple[Any, ...]) -> None:
+    if len(clients) != shards.count():
+        raise ValueError(f"a record store takes one client per shard: {shards.count()} "
+                         f"shards are configured (TASKPULSE_SHARDS), {len(clients)} clients given")
+
+
+class _SyncShard:
+    """The scripts of one shard's client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.publish = client.register_script(lua.PUBLISH)
+        self.read = client.register_script(lua.READ)
+        self.cancel = client.register_script(lua.REQUEST_CANCEL)
+
+
+class RecordStore:
+    """Sync access (Celery worker, Django views): one client per shard, in shard order."""
+
+    def __init__(self, *clients: redis.Redis) -> None:
+        _check_shards(clients)
+        self._shards = [_SyncShard(client) for client in clients]
+
+    def _on(self, task_id: str) -> _SyncShard:
+        return self._shards[shards.shard_of(task_id)]
+
+    def publish(self, draft: EventDraft) -> PublishOutcome:
+        args = _publish_args(draft)
+        return _parse_publish(self._shards[args.shard].publish(keys=args.keys, args=args.flat()))
+
+    def read(self, task_id: str, since: int | None = None) -> ReadResult:
+        raw = self._on(task_id).read(keys=_read_keys(task_id),
+                                     args=[-1 if since is None else since])
+        return _parse_read(raw)
+
+    def request_cancel(self, task_id: str) -> str | None:
+        """Flag the task for cancellation; its state, or None when unknown."""
+        state = self._on(task_id).cancel(keys=[keys.record_key(task_id)])
+        return None if state is None else _text(state)
+
+    def delete(self, task_id: str) -> None:
+        self._on(task_id).client.delete(*_read_keys(task_id))
+
+
+class AsyncRecordStore:
+    """Async access (consumers): one client per shard, in shard order."""
+
+    def __init__(self, *clients: aioredis.Redis) -> None:
+        _check_shards(clients)
+        self._reads = [client.register_script(lua.READ) for client in clients]
+
+    async def read(self, task_id: str, since: int | None = None) -> ReadResult:
+        read = self._reads[shards.shard_of(task_id)]
+        raw = await read(keys=_read_keys(task_id), args=[-1 if since is None else since])
+        return _parse_read(raw)

@@ -1,0 +1,192 @@
+"""One Lua script on one dedicated Redis connection, called with as little Python
+as possible around the round trip.
+
+redis-py's client path (pool checkout, retry wrapper, response callbacks)
+costs more than the round trip itself on this hardware (see docs/BENCHMARKS.md,
+"Publisher"); the publisher runs the same script thousands of times, so it
+packs and sends EVALSHA on its own connection instead. Errors stay redis-py's
+(`ConnectionError`, `TimeoutError`), so the outbox treats them as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
+
+from progress.store.connections import SOCKET_TIMEOUT
+
+try:
+    import hiredis
+
+    HAVE_HIREDIS = True
+except ImportError:  # optional: redis-py's own reply parsing is used instead
+    HAVE_HIREDIS = False
+
+READ_CHUNK = 65536
+CLIENT_NAME = "taskpulse-publisher"  # how the connection shows in CLIENT LIST
+CRLF = b"\r\n"
+# RESP length headers of the usual argument sizes, formatted once.
+_LENGTHS = [b"$%d\r\n" % size for size in range(8192)]
+_MAX_LISTED_LENGTH = len(_LENGTHS) - 1
+MAX_HEADS = 4096  # packed command heads kept: a few per task publishing in this process
+
+Arg = str | int | float | bytes
+Call = tuple[Sequence[str], Sequence[Arg], Sequence[Arg]]  # keys, args, leading
+
+
+class ScriptRunner:
+    """Thread-safe: calls are serialised on the one connection (they are one round trip each)."""
+
+    def __init__(self, url: str, script: str, client_name: str = CLIENT_NAME) -> None:
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._sha_bytes = self._sha.encode()
+        self._pool = redis.ConnectionPool.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+            client_name=client_name)
+        # redis-py's connection methods are untyped; this class is their typed face.
+        self._conn: Any = self._pool.make_connection()
+        self._lock = threading.Lock()
+        self._reader: Any = None  # hiredis.Reader of the current socket
+        self._reader_sock: Any = None
+        self._heads: dict[tuple[tuple[str, ...], tuple[Arg, ...], int], bytes] = {}
+
+    def __call__(self, keys: Sequence[str], args: Sequence[Arg],
+                 leading: Sequence[Arg] = ()) -> Any:
+        """EVALSHA with KEYS `keys` and ARGV `leading` followed by `args`.
+
+        The command up to `args` is packed once and the bytes reused, so pass
+        in `leading` what repeats from call to call (a task's events repeat
+        their keys and most arguments) and in `args` only what changes.
+        """
+        packed = self._pack(keys, leading, args)
+        with self._lock:
+            try:
+                return self._evalsha(packed)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # An idle connection the server (or a restart) closed: one fresh try,
+                # then the caller (the outbox) decides what to do.
+                self._conn.disconnect()
+                return self._evalsha(packed)
+
+    def many(self, calls: Sequence[Call]) -> list[Any]:
+        """Several calls (keys, args, leading) in one round trip, pipelined; their replies
+        in order. The first goes alone when the script may not be loaded yet."""
+        packed = [self._pack(keys, leading, args) for keys, args, leading in calls]
+        if not packed:
+            return []
+        with self._lock:
+            replies = [self._evalsha(packed[0])]
+            conn = self._conn
+            self._send(conn, b"".join(packed[1:]))
+            replies += [self._read(conn) for _ in packed[1:]]
+            return replies
+
+    def _evalsha(self, packed: bytes) -> Any:
+        conn = self._conn
+        self._send(conn, packed)
+        try:
+            return self._read(conn)
+        except NoScriptError:  # first call on this server, or after SCRIPT FLUSH / restart
+            conn.send_command("SCRIPT", "LOAD", self._script)
+            conn.read_response()
+            return self._evalsha(packed)
+
+    def _send(self, conn: Any, packed: bytes) -> None:
+        sock = getattr(conn, "_sock", None)
+        if not HAVE_HIREDIS or sock is None:  # not connected yet: redis-py connects
+            conn.send_packed_command([packed], check_health=False)
+            return
+        try:
+            sock.sendall(packed)
+        except OSError as exc:
+            raise _dropped(conn, "sending to Redis", exc) from exc
+
+    def _read(self, conn: Any) -> Any:
+        """The reply, parsed by hiredis straight off the socket when it is installed.
+
+        redis-py's read_response() wraps its (hiredis) parser in several layers
+        that cost ~5 µs a call; redis-py still opens the socket (auth, db, TLS).
+        """
+        sock = getattr(conn, "_sock", None)
+        if not HAVE_HIREDIS or sock is None:
+            return conn.read_response()
+        reader = self._reader
+        if reader is None or self._reader_sock is not sock:
+            reader = self._reader = hiredis.Reader()
+            self._reader_sock = sock
+        reply = reader.gets()
+        try:
+            while reply is False:
+                data = sock.recv(READ_CHUNK)
+                if not data:
+                    raise redis.ConnectionError("Redis closed the connection")
+                reader.feed(data)
+                reply = reader.gets()
+        except redis.ConnectionError:
+            conn.disconnect()
+            raise
+        except OSError as exc:
+            raise _dropped(conn, "reading from Redis", exc) from exc
+        if isinstance(reply, hiredis.ReplyError):
+            message = str(reply)
+            if message.startswith("NOSCRIPT"):
+                raise NoScriptError(message)
+            raise redis.ResponseError(message)
+        return reply
+
+    def _pack(self, keys: Sequence[str], leading: Sequence[Arg], args: Sequence[Arg]) -> bytes:
+        # RESP by hand: redis-py's pack_command costs a fifth of the whole call here.
+        shape = (tuple(keys), tuple(leading), len(args))
+        head = self._heads.get(shape)
+        if head is None:
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()
+            head = self._heads[shape] = self._pack_head(*shape)
+        out = [head]
+        for value in args:
+            data = value.encode() if type(value) is str else _to_bytes(value)
+            size = len(data)
+            out += (_LENGTHS[size] if size <= _MAX_LISTED_LENGTH else b"$%d\r\n" % size,
+                    data, CRLF)
+        return b"".join(out)
+
+    def _pack_head(self, keys: tuple[str, ...], leading: tuple[Arg, ...], n_args: int) -> bytes:
+        """EVALSHA, the sha, KEYS and the leading ARGV of a call with `n_args` more."""
+        values = [_to_bytes(value) for value in (*keys, *leading)]
+        out = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (
+            len(values) + n_args + 3, self._sha_bytes, len(str(len(keys))), len(keys))]
+        for value in values:
+            out += (b"$%d\r\n" % len(value), value, CRLF)
+        return b"".join(out)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.disconnect()
+
+
+def _to_bytes(value: Arg) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
+
+
+def _dropped(conn: Any, doing: str, exc: OSError) -> redis.RedisError:
+    """Drop the connection (redis-py reconnects on the next call; the outbox decides
+    whether to retry) and say what failed as redis-py would.
+
+    try/except rather than a context manager: this wraps every published call,
+    and an unraised try costs nothing."""
+    conn.disconnect()
+    if isinstance(exc, TimeoutError):
+        return redis.TimeoutError(f"{doing} timed out: {exc}")
+    return redis.ConnectionError(f"{doing} failed: {exc}")

@@ -1,0 +1,1 @@
+"""The Django HTTP side: the API views that progress/urls.py routes."""

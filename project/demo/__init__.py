@@ -1,0 +1,1 @@
+"""The example site's demo: the `demo.count` task and the page that starts it."""
