@@ -1,6 +1,7 @@
 """Handshake origin check (PROTOCOL.md §4 Handshake).
 
-A browser's `Origin` host must be in DJANGO_ALLOWED_HOSTS; a client that
+A browser's `Origin` host must be in TASKPULSE_ALLOWED_ORIGINS (by default
+ALLOWED_HOSTS); a client that
 sends no Origin (scripts, servers) is let through, since every
 subscription still needs a token. Channels' own validator refuses those.
 """
@@ -9,8 +10,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
-from django.conf import settings
 from django.http.request import validate_host
+
+from progress import conf
 
 
 def origin_allowed(origin: bytes | None) -> bool:
@@ -24,7 +26,7 @@ def origin_allowed(origin: bytes | None) -> bool:
         return False
     if ":" in host:  # urlsplit drops an IPv6 literal's brackets; ALLOWED_HOSTS keeps them
         host = f"[{host}]"
-    return validate_host(host, settings.ALLOWED_HOSTS)
+    return validate_host(host, conf.allowed_origins())
 
 
 class AllowedOriginValidator:

@@ -14,6 +14,7 @@ from channels.exceptions import StopConsumer
 
 from consumers import wire
 from consumers.base import InboxConsumer
+from consumers.channel_layer import ensure_alias
 from consumers.delivery import Subscription, Verdict, judge
 from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
 from consumers.limits import RateVerdict, TokenBucket
@@ -53,6 +54,11 @@ def _store() -> AsyncRecordStore:
 
 
 class ProgressConsumer(InboxConsumer):
+    @property
+    def channel_layer_alias(self) -> str:
+        # TaskPulse's own alias, never the host's "default" layer.
+        return ensure_alias()
+
     async def connect(self) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         rate, burst = conf.rate_limit()

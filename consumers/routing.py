@@ -1,10 +1,24 @@
-"""WebSocket routes: the multiplexed endpoint and the one-task convenience endpoint."""
+"""WebSocket routes: the multiplexed endpoint and the one-task convenience endpoint.
 
+A host's asgi.py mounts them with `websocket_application()` (origin check
+included) or its own router over `websocket_urlpatterns`.
+"""
+
+from typing import Any
+
+from channels.routing import URLRouter
 from django.urls import path
 
+from consumers.origin import AllowedOriginValidator
 from consumers.progress import ProgressConsumer
 
 websocket_urlpatterns = [
     path("ws/progress/", ProgressConsumer.as_asgi()),
     path("ws/progress/<str:task_id>/", ProgressConsumer.as_asgi()),
 ]
+
+
+def websocket_application() -> Any:
+    """The ASGI app for the "websocket" key of a ProtocolTypeRouter: the routes above
+    behind the browser-origin check (TASKPULSE_ALLOWED_ORIGINS, else ALLOWED_HOSTS)."""
+    return AllowedOriginValidator(URLRouter(websocket_urlpatterns))

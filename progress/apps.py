@@ -9,9 +9,9 @@ class ProgressConfig(AppConfig):
     verbose_name = "TaskPulse progress"
 
     def ready(self) -> None:
-        from progress.integrations.celery import signals
+        from progress import taskqueue
 
-        signals.connect()
+        taskqueue.install()
         # The web process imports every app's tasks.py too: startable tasks
         # register themselves on import, and the API can only start those.
         autodiscover_modules("tasks")

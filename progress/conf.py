@@ -73,10 +73,6 @@ def max_subscriptions() -> int:
     return int(_get("PROGRESS_MAX_SUBSCRIPTIONS", 100))
 
 
-def redis_url() -> str:
-    return str(settings.REDIS_URL)
-
-
 def rate_limit() -> tuple[float, float]:
     """(frames per second, burst) a connection may send."""
     return _get("PROGRESS_RATE_LIMIT", 50.0), _get("PROGRESS_RATE_BURST", 100.0)
@@ -141,3 +137,26 @@ def task_queues() -> list[str] | None:
     when installed). progress/taskqueue/registry.py."""
     value = _setting("TASKPULSE_TASK_QUEUES", None)
     return None if value is None else [str(path) for path in value]
+
+
+def channel_layer_alias() -> str:
+    """The channel-layer alias TaskPulse's consumers use; configured by TaskPulse itself
+    unless the host's CHANNEL_LAYERS defines it (consumers/channel_layer.py)."""
+    return str(_setting("TASKPULSE_CHANNEL_LAYER", "taskpulse"))
+
+
+def token_keys() -> tuple[str | None, list[str | bytes] | None]:
+    """(key, fallback keys) tokens are signed and checked with: TASKPULSE_TOKEN_KEY (and
+    TASKPULSE_TOKEN_KEY_FALLBACKS) when set, else (None, None): SECRET_KEY and its fallbacks."""
+    key = _setting("TASKPULSE_TOKEN_KEY", None)
+    if not key:
+        return None, None
+    fallbacks: list[str | bytes] = [str(k) for k in _setting("TASKPULSE_TOKEN_KEY_FALLBACKS", [])]
+    return str(key), fallbacks
+
+
+def allowed_origins() -> list[str]:
+    """Hosts a browser's Origin may name to open a WebSocket: TASKPULSE_ALLOWED_ORIGINS,
+    else ALLOWED_HOSTS (a separate status server lists the host site's domain)."""
+    origins = _setting("TASKPULSE_ALLOWED_ORIGINS", None)
+    return list(settings.ALLOWED_HOSTS if origins is None else origins)

@@ -2,7 +2,7 @@
 
 import os
 
-from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.routing import ProtocolTypeRouter
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
@@ -11,14 +11,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Django must be set up before the consumers (and their models/settings) import.
 django_asgi_app = get_asgi_application()
 
-from consumers.origin import AllowedOriginValidator  # noqa: E402
-from consumers.routing import websocket_urlpatterns  # noqa: E402
+from consumers.routing import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # The JS client and element ship with the app: serve them from
         # static/ directly, so no collectstatic step or extra server is needed.
         "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": websocket_application(),
     }
 )

@@ -1,13 +1,16 @@
-"""Django settings, read from the environment with safe development defaults.
+"""The example site's settings, read from the environment; safe unless told otherwise.
 
-`DJANGO_DEBUG=0` is production mode: it refuses to start without a real
-`DJANGO_SECRET_KEY` and with a wildcard `DJANGO_ALLOWED_HOSTS`.
+Production behaviour is the default: `DJANGO_SECRET_KEY` (32+ characters) is
+required and `DJANGO_ALLOWED_HOSTS='*'` refused. `DJANGO_DEBUG=1` (set by
+scripts/dev and the tests) is development mode: debug pages and a published
+development key, never for a server others can reach.
 """
 
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from progress.store.servers import DEFAULT_REDIS_URL
 from project.env import (
     celery_redis,
     env_bool,
@@ -20,32 +23,32 @@ from project.env import (
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEV_SECRET_KEY = "taskpulse-insecure-development-key"  # development default only
+DEV_SECRET_KEY = "taskpulse-insecure-development-key"  # development (DJANGO_DEBUG=1) only
+MIN_SECRET_KEY_LENGTH = 32
+NEW_KEY_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "" if not DEBUG else DEV_SECRET_KEY)
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY if DEBUG else "")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 
 if not DEBUG:
-    if not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+    if not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < MIN_SECRET_KEY_LENGTH:
         raise ImproperlyConfigured(
-            "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY set to a random value of at least "
-            "32 characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            "TaskPulse runs in production mode unless DJANGO_DEBUG=1: set DJANGO_SECRET_KEY "
+            f"to a random value of at least {MIN_SECRET_KEY_LENGTH} characters (it signs task "
+            f"tokens), e.g. {NEW_KEY_COMMAND}; or, on your own machine only, DJANGO_DEBUG=1"
         )
     if "*" in ALLOWED_HOSTS:
         raise ImproperlyConfigured(
-            "DJANGO_DEBUG=0 refuses DJANGO_ALLOWED_HOSTS='*': list the host names that serve "
+            "production mode refuses DJANGO_ALLOWED_HOSTS='*': list the host names that serve "
             "TaskPulse, comma-separated (they also guard WebSocket origins)"
         )
 
 PORT = env_int("PORT", 8000)
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# The Redis servers of the channel layer and the record store, in one order
-# (progress/store/shards.py; docs/SCALING.md): REDIS_URL, REDIS_SHARD_URLS, or
-# REDIS_SENTINELS + REDIS_SENTINEL_MASTER. The first also serves Celery.
-TASKPULSE_SHARDS = env_redis_shards(DEFAULT_REDIS_URL)
-# The first shard's URL; empty with Sentinel, where no URL stays right after a fail-over.
-REDIS_URL = TASKPULSE_SHARDS[0] if isinstance(TASKPULSE_SHARDS[0], str) else ""
+# TaskPulse reads REDIS_URL, REDIS_SHARD_URLS or REDIS_SENTINELS +
+# REDIS_SENTINEL_MASTER from the environment itself (progress/store/servers.py);
+# the same rules give Celery its broker and result backend: the first server.
+REDIS_SERVERS = env_redis_shards(DEFAULT_REDIS_URL)
 
 INSTALLED_APPS = [
     "daphne",
@@ -88,20 +91,12 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 CSRF_COOKIE_SECURE = not DEBUG
 SESSION_COOKIE_SECURE = not DEBUG
 
-# The pub/sub layer: one PUBLISH reaches every server process that has a
-# subscriber for the task, and the publisher's Lua script can emit it in the
-# same round trip that records the event (see progress/store/records.py).
-CHANNEL_LAYER_PREFIX = env_str("TASKPULSE_PREFIX", "tp")
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
-        "CONFIG": {"hosts": TASKPULSE_SHARDS, "prefix": CHANNEL_LAYER_PREFIX},
-    }
-}
+# No CHANNEL_LAYERS: TaskPulse configures its own alias ("taskpulse") on its
+# Redis servers (consumers/channel_layer.py), as it does in a host site.
 
 # Celery is not sharded: broker and result backend default to the first shard
 # (with Sentinel, Celery's own sentinel:// transport follows the fail-over).
-_CELERY_REDIS_URL, _CELERY_REDIS_OPTIONS = celery_redis(TASKPULSE_SHARDS[0])
+_CELERY_REDIS_URL, _CELERY_REDIS_OPTIONS = celery_redis(REDIS_SERVERS[0])
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _CELERY_REDIS_URL)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", _CELERY_REDIS_URL)
 if CELERY_BROKER_URL == _CELERY_REDIS_URL and _CELERY_REDIS_OPTIONS:
@@ -126,12 +121,19 @@ CELERY_RESULT_BACKEND_MAX_RETRIES = 20
 CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS = 2000
 
 # TaskPulse's own settings (read through progress.conf, which holds defaults).
-PROGRESS_KEY_PREFIX = CHANNEL_LAYER_PREFIX
+PROGRESS_KEY_PREFIX = env_str("TASKPULSE_PREFIX", "tp")
+# Tokens: a separate status server shares this key with the host site (docs/INTEGRATION.md).
+TASKPULSE_TOKEN_KEY = env_str("TASKPULSE_TOKEN_KEY", "") or None
+TASKPULSE_ALLOWED_ORIGINS = env_list("TASKPULSE_ALLOWED_ORIGINS", ALLOWED_HOSTS)
 PROGRESS_FINAL_TTL = env_int("PROGRESS_FINAL_TTL", 24 * 3600)
 PROGRESS_HISTORY_LENGTH = env_int("PROGRESS_HISTORY_LENGTH", 200)
 PROGRESS_TOKEN_MAX_AGE = env_int("PROGRESS_TOKEN_MAX_AGE", 24 * 3600)
 PROGRESS_STALL_TIMEOUT = env_number("PROGRESS_STALL_TIMEOUT", 60.0)
 PROGRESS_SEND_TRACEBACK = env_bool("PROGRESS_SEND_TRACEBACK", False)
+if PROGRESS_SEND_TRACEBACK and not DEBUG:
+    raise ImproperlyConfigured(
+        "PROGRESS_SEND_TRACEBACK=1 sends server tracebacks to browsers: it is refused in "
+        "production mode; unset it (or use DJANGO_DEBUG=1 on your own machine)")
 PROGRESS_MIN_INTERVAL = env_number("PROGRESS_MIN_INTERVAL", 0.1)
 PROGRESS_ASYNCRESULT = env_bool("PROGRESS_ASYNCRESULT", True)
 PROGRESS_CANCEL_GRACE = env_number("PROGRESS_CANCEL_GRACE", 10.0)

@@ -18,6 +18,8 @@ SESSION_PREFIX = f"tptest{secrets.token_hex(3)}"
 os.environ["TASKPULSE_PREFIX"] = SESSION_PREFIX
 os.environ["CELERY_TASK_DEFAULT_QUEUE"] = SESSION_PREFIX
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# Development mode (the example site is production unless told otherwise).
+os.environ.setdefault("DJANGO_DEBUG", "1")
 
 import django  # noqa: E402
 

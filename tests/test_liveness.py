@@ -17,6 +17,7 @@ from progress.store.connections import sync_client
 from progress.store.outbox import Outbox
 from progress.store.records import EventDraft, PublishOutcome, RecordStore, progress_fragment
 from progress.wire.states import State
+from tests.conftest import REDIS_URL
 
 STALL = 0.3
 
@@ -77,7 +78,7 @@ def test_no_lost_right_after_a_redis_restart(store: RecordStore, task_id: str) -
     """Heartbeats missed because Redis was down do not make a task LOST."""
     store.publish(started(task_id))
     time.sleep(STALL + 0.1)
-    fresh = JustRestartedRedis.from_url(conf.redis_url())
+    fresh = JustRestartedRedis.from_url(REDIS_URL)
     try:
         assert sweeper.sweep_once(fresh) == []
     finally:

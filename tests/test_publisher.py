@@ -9,7 +9,7 @@ import pytest
 from progress.publisher import track, with_progress
 from progress.wire.tokens import issue_token
 from tests.client import Ws, connect
-from tests.conftest import Stack
+from tests.conftest import REDIS_URL, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -109,14 +109,13 @@ def test_with_progress_hides_the_keyword_from_callers() -> None:
 def test_script_runner_recovers(redis_client: Any, hiredis: bool,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The publisher's own connection loads its script on NOSCRIPT and survives a dropped socket."""
-    from progress import conf
     from progress.store import script_runner
     from progress.store.script_runner import ScriptRunner
 
     monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
 
     name = f"tp-test-{uuid.uuid4().hex[:8]}"  # a script no server has seen, a unique client
-    runner = ScriptRunner(conf.redis_url(), f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}",
+    runner = ScriptRunner(REDIS_URL, f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}",
                           client_name=name)
     try:
         assert runner(["k"], ["a"]) == [b"k", b"a"]
@@ -129,10 +128,9 @@ def test_script_runner_recovers(redis_client: Any, hiredis: bool,
 
 def test_script_runner_sends_leading_arguments_first(redis_client: Any) -> None:
     """`leading` arguments, packed once, reach the script before the per-call ones."""
-    from progress import conf
     from progress.store.script_runner import ScriptRunner
 
-    runner = ScriptRunner(conf.redis_url(), "return {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}")
+    runner = ScriptRunner(REDIS_URL, "return {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}")
     try:
         assert runner(["k"], ["x"], leading=["a", 1]) == [b"k", b"a", b"1", b"x"]
         assert runner(["k"], ["y"], leading=["a", 1]) == [b"k", b"a", b"1", b"y"]
@@ -146,13 +144,12 @@ def test_script_runner_many_pipelines_calls_in_order(hiredis: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Several calls in one round trip: every reply, in call order, also on a
     connection whose server has not seen the script yet."""
-    from progress import conf
     from progress.store import script_runner
     from progress.store.script_runner import ScriptRunner
 
     monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
     name = f"tp-test-{uuid.uuid4().hex[:8]}"
-    runner = ScriptRunner(conf.redis_url(), f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}")
+    runner = ScriptRunner(REDIS_URL, f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}")
     try:
         calls = [([f"k{i}"], [str(i)], ()) for i in range(50)]
         assert runner.many(calls) == [[f"k{i}".encode(), str(i).encode()] for i in range(50)]
@@ -208,7 +205,7 @@ def test_a_replica_refusing_writes_buffers_events_until_it_is_master(
     layer = {"BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
              "CONFIG": {"hosts": [url], "prefix": "tp"}}
     try:
-        with override_settings(TASKPULSE_SHARDS=[url], CHANNEL_LAYERS={"default": layer}):
+        with override_settings(TASKPULSE_SHARDS=[url], CHANNEL_LAYERS={"taskpulse": layer}):
             task_id = f"readonly-{uuid.uuid4()}"
             first = publisher.publish(EventDraft(task_id, State.STARTED, name="t"))
             second = publisher.publish(EventDraft(task_id, State.SUCCESS))

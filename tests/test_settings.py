@@ -24,17 +24,36 @@ def import_settings(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_development_defaults_work() -> None:
-    """With nothing set, settings load in debug mode with local hosts."""
-    done = import_settings()
+def test_development_mode_is_asked_for() -> None:
+    """DJANGO_DEBUG=1 loads in debug mode with the development key and local hosts."""
+    done = import_settings(DJANGO_DEBUG="1")
     assert done.returncode == 0, done.stderr
     assert "True" in done.stdout and "127.0.0.1" in done.stdout
 
 
-def test_production_refuses_missing_secret_key() -> None:
-    """DJANGO_DEBUG=0 without DJANGO_SECRET_KEY is a startup error that says what to do."""
-    done = import_settings(DJANGO_DEBUG="0")
+@pytest.mark.parametrize("debug", [None, "0"])
+def test_production_is_the_default_and_needs_a_key(debug: str | None) -> None:
+    """With nothing set (or DJANGO_DEBUG=0) a missing key is a start-up error saying how
+    to set one: no debug pages, no published signing key."""
+    done = import_settings(**({"DJANGO_DEBUG": debug} if debug else {}))
+    assert done.returncode != 0
+    assert "DJANGO_SECRET_KEY" in done.stderr and "secrets.token_urlsafe" in done.stderr
+    assert "DJANGO_DEBUG=1" in done.stderr
+
+
+def test_production_refuses_the_development_key() -> None:
+    """The published development key is refused outside development mode."""
+    from project.settings import DEV_SECRET_KEY
+
+    done = import_settings(DJANGO_SECRET_KEY=DEV_SECRET_KEY)
     assert done.returncode != 0 and "DJANGO_SECRET_KEY" in done.stderr
+
+
+def test_tracebacks_to_browsers_are_refused_in_production() -> None:
+    """PROGRESS_SEND_TRACEBACK=1 is a start-up error outside development mode."""
+    done = import_settings(DJANGO_SECRET_KEY=STRONG_KEY, PROGRESS_SEND_TRACEBACK="1")
+    assert done.returncode != 0 and "PROGRESS_SEND_TRACEBACK" in done.stderr
+    assert import_settings(DJANGO_DEBUG="1", PROGRESS_SEND_TRACEBACK="1").returncode == 0
 
 
 def test_production_refuses_wildcard_hosts() -> None:
@@ -82,10 +101,14 @@ REDIS_ENV = ("REDIS_URL", "REDIS_SHARD_URLS", "REDIS_SENTINELS", "REDIS_SENTINEL
              "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "CELERY_BROKER_URL",
              "CELERY_RESULT_BACKEND")
 SHOW_REDIS = """
-import json, project.settings as s
+import json, django
+django.setup()
+from django.conf import settings as s
+from consumers.channel_layer import layer_config
+from progress.store.shards import servers
 print(json.dumps({
-    "shards": s.TASKPULSE_SHARDS, "layer": s.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"],
-    "url": s.REDIS_URL, "broker": s.CELERY_BROKER_URL, "backend": s.CELERY_RESULT_BACKEND,
+    "shards": servers(), "layer": layer_config()["CONFIG"]["hosts"],
+    "broker": s.CELERY_BROKER_URL, "backend": s.CELERY_RESULT_BACKEND,
     "broker_options": getattr(s, "CELERY_BROKER_TRANSPORT_OPTIONS", None),
     "backend_options": getattr(s, "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS", None)}))
 """
@@ -95,6 +118,7 @@ def redis_settings(**env: str) -> dict[str, Any]:
     """The Redis-related settings a process started with `env` gets."""
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith("DJANGO_") and k not in REDIS_ENV}
+    clean.update(DJANGO_DEBUG="1", DJANGO_SETTINGS_MODULE="project.settings")
     done = subprocess.run([sys.executable, "-c", SHOW_REDIS], cwd=ROOT, env={**clean, **env},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -115,7 +139,7 @@ def test_one_redis_url_serves_everything_by_default() -> None:
     found = redis_settings()
     url = "redis://127.0.0.1:6379/0"
     assert found["shards"] == found["layer"] == [url]
-    assert found["url"] == found["broker"] == found["backend"] == url
+    assert found["broker"] == found["backend"] == url
     assert found["broker_options"] is None and found["backend_options"] is None
 
 
@@ -124,7 +148,7 @@ def test_shard_urls_feed_the_layer_in_order_and_celery_uses_the_first() -> None:
     urls = ["redis://r2:6379/0", "redis://r1:6379/1"]
     found = redis_settings(REDIS_SHARD_URLS=",".join(urls))
     assert found["shards"] == found["layer"] == urls
-    assert found["url"] == found["broker"] == found["backend"] == urls[0]
+    assert found["broker"] == found["backend"] == urls[0]
 
 
 def test_sentinel_configures_layer_store_and_celery() -> None:
@@ -141,7 +165,6 @@ def test_sentinel_configures_layer_store_and_celery() -> None:
         "sentinel://:p%2Fw@s1:26379/0;sentinel://:p%2Fw@s2:26380/0")
     options = {"master_name": "tp", "sentinel_kwargs": {"socket_timeout": 0.5, "password": "sp"}}
     assert found["broker_options"] == found["backend_options"] == options
-    assert found["url"] == ""  # no single URL stays right after a fail-over
 
 
 def test_sentinel_masters_are_shards_and_an_explicit_broker_wins() -> None:

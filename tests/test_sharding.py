@@ -56,7 +56,7 @@ class Sharded:
         """This process configured as the stack is (to ask the mapping, to write a record)."""
         layer = {"BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
                  "CONFIG": {"hosts": self.urls, "prefix": self.prefix}}
-        with override_settings(TASKPULSE_SHARDS=self.urls, CHANNEL_LAYERS={"default": layer},
+        with override_settings(TASKPULSE_SHARDS=self.urls, CHANNEL_LAYERS={"taskpulse": layer},
                                PROGRESS_KEY_PREFIX=self.prefix):
             yield
 
@@ -119,7 +119,7 @@ def test_mapping_is_channels_redis_hash_of_the_group_channel() -> None:
     urls = ["redis://127.0.0.1:1/0", "redis://127.0.0.1:2/0", "redis://127.0.0.1:3/0"]
     layer = {"BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
              "CONFIG": {"hosts": urls, "prefix": "tp"}}
-    with override_settings(TASKPULSE_SHARDS=urls, CHANNEL_LAYERS={"default": layer}):
+    with override_settings(TASKPULSE_SHARDS=urls, CHANNEL_LAYERS={"taskpulse": layer}):
         got = {shards.shard_of(f"task-{i}") for i in range(60)}
         for i in range(60):
             expected = _consistent_hash(keys.group_channel(f"task-{i}"), 3)
@@ -135,7 +135,7 @@ def test_channel_layer_hosts_must_be_the_shards() -> None:
     layer = {"BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
              "CONFIG": {"hosts": ["redis://b:6379/0", "redis://a:6379/0"]}}
     with override_settings(TASKPULSE_SHARDS=["redis://a:6379/0", "redis://b:6379/0"],
-                           CHANNEL_LAYERS={"default": layer}), \
+                           CHANNEL_LAYERS={"taskpulse": layer}), \
             pytest.raises(ImproperlyConfigured, match="same order"):
         shards.servers()
 

@@ -10,12 +10,12 @@ import pytest
 import redis
 from django.test import override_settings
 
-from progress import conf
 from progress.store import keys
 from progress.store.connections import sync_client
 from progress.store.records import EventDraft, RecordStore, progress_fragment
 from progress.wire.encoding import dumps
 from progress.wire.states import State
+from tests.conftest import REDIS_URL
 
 
 def progress_draft(task_id: str, current: int) -> EventDraft:
@@ -44,7 +44,7 @@ def test_seq_contiguous_under_concurrent_writers(store: RecordStore, task_id: st
     lock = threading.Lock()
 
     def write() -> None:
-        own = RecordStore(redis.Redis.from_url(conf.redis_url()))
+        own = RecordStore(redis.Redis.from_url(REDIS_URL))
         for i in range(per_writer):
             outcome = own.publish(progress_draft(task_id, i))
             with lock:

@@ -31,7 +31,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from progress.store import shards
-from progress.store.shards import HostEntry, SentinelHost
+from progress.store.servers import HostEntry, SentinelHost
 
 if TYPE_CHECKING:
     from progress.store.script_runner import Arg, Call, ScriptRunner

@@ -1,4 +1,8 @@
-"""Signed, expiring tokens that authorise one task id (PROTOCOL.md §5)."""
+"""Signed, expiring tokens that authorise one task id (PROTOCOL.md §5).
+
+Signed with TASKPULSE_TOKEN_KEY when set (a separate status server shares that
+key with the host site, not its whole SECRET_KEY), else with SECRET_KEY.
+"""
 
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,7 +41,8 @@ def issue_token(
 ) -> str:
     """A token for `task_id`: give it to the browser that may watch (and cancel) the task."""
     codes = "".join(sorted(_CODES[p] for p in permissions))
-    return signing.dumps([task_id, codes], salt=SALT, compress=False)
+    key, _fallbacks = conf.token_keys()
+    return signing.dumps([task_id, codes], key=key, salt=SALT, compress=False)
 
 
 def verify_token(token: str, task_id: str, needs: Permission = Permission.WATCH) -> Grant:
@@ -45,7 +50,9 @@ def verify_token(token: str, task_id: str, needs: Permission = Permission.WATCH)
     if not token:
         raise TokenError("a token is required")
     try:
-        payload = signing.loads(token, salt=SALT, max_age=conf.token_max_age())
+        key, fallbacks = conf.token_keys()
+        payload = signing.loads(token, key=key, salt=SALT, max_age=conf.token_max_age(),
+                                fallback_keys=fallbacks)
     except signing.SignatureExpired:
         raise TokenError("token expired") from None
     except signing.BadSignature:
