@@ -52,7 +52,7 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
     from progress.publisher import publish
     from progress.store.records import EventDraft
     from progress.wire.states import State
-    from progress.wire.tokens import issue_token
+    from progress.tokens import issue_token
 
     task_ids = [f"fan-{uuid.uuid4().hex}" for _ in range(sc.tasks)]
     for task_id in task_ids:

@@ -31,7 +31,7 @@ def make_tasks(n: int) -> list[tuple[str, str]]:
     from progress.publisher import publish
     from progress.store.records import EventDraft
     from progress.wire.states import State
-    from progress.wire.tokens import issue_token
+    from progress.tokens import issue_token
 
     subs = []
     for _ in range(n):

@@ -26,7 +26,7 @@ KINDS = (*stack.SERVERS, DIRECT)
 
 def one_run(url: str, events: int, rate: float) -> clients.WatchResult:
     from bench.tasks import paced
-    from progress.wire.tokens import issue_token
+    from progress.tokens import issue_token
 
     task_id = f"lat-{uuid.uuid4().hex}"
     token = issue_token(task_id)

@@ -25,7 +25,7 @@ def run_taskpulse(env: dict[str, str], port: int, pid: int, tasks: int,
     from progress.publisher import publish
     from progress.store.records import EventDraft
     from progress.wire.states import State
-    from progress.wire.tokens import issue_token
+    from progress.tokens import issue_token
 
     task_ids = [f"push-{uuid.uuid4().hex}" for _ in range(tasks)]
     for t in task_ids:

@@ -5,10 +5,10 @@ types, then `type`, then fields the type needs, then the task id. Tokens and
 limits are checked by the consumer, which knows the connection.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from progress.wire.encoding import loads
 from progress.wire.errors import ErrorCode
 from progress.wire.ids import is_valid_task_id
 
@@ -68,8 +68,8 @@ KNOWN_TYPES = TYPES_NEEDING_TASK_ID | {"ping"}
 
 def parse_frame(text: str) -> ClientFrame:
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
+        data = loads(text)
+    except ValueError:  # also NaN/Infinity, and nesting deeper than Python parses
         raise FrameError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise FrameError(ErrorCode.BAD_FRAME, "frame must be a JSON object")

@@ -15,6 +15,7 @@ from channels.exceptions import StopConsumer
 from consumers import wire
 from consumers.base import InboxConsumer
 from consumers.channel_layer import ensure_alias
+from consumers.clients import client_of_scope
 from consumers.delivery import Subscription, Verdict, judge
 from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
 from consumers.limits import RateVerdict, TokenBucket
@@ -26,13 +27,14 @@ from consumers.outbox import (
     no_send_now,
 )
 from progress import conf
+from progress.control import ratelimit
 from progress.control.cancel import CancelOutcome, cancel
 from progress.store import keys
 from progress.store.connections import async_clients
 from progress.store.records import AsyncRecordStore, ReadResult
+from progress.tokens import Permission, TokenError, verify_token
 from progress.wire.errors import ErrorCode
 from progress.wire.states import State
-from progress.wire.tokens import Permission, TokenError, verify_token
 from progress.wire.types import TaskEventMessage
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class ProgressConsumer(InboxConsumer):
                                 self._reader_too_slow, conf.send_queue_max_frames(),
                                 conf.slow_reader_timeout(),
                                 extensions.get(SEND_NOW_EXTENSION, no_send_now))
+        self.client = client_of_scope(self.scope)  # before the headers go, below
         await self.accept()
         # The headers served the handshake (origin check); an idle connection
         # need not keep them (~0.9 KB each, docs/BENCHMARKS.md "Idle connections").
@@ -230,6 +233,11 @@ class ProgressConsumer(InboxConsumer):
 
     async def cancel(self, frame: Cancel) -> None:
         self._authorise(frame.task_id, frame.token, Permission.CANCEL)
+        wait = await sync_to_async(ratelimit.hit, thread_sensitive=False)(
+            ratelimit.Action.CANCEL, self.client)
+        if wait is not None:
+            raise FrameError(ErrorCode.RATE_LIMITED,
+                             f"too many cancel requests; retry in {wait}s", frame.task_id)
         outcome, state = await sync_to_async(cancel, thread_sensitive=False)(frame.task_id)
         if outcome is CancelOutcome.ACCEPTED:
             await self.reply(wire.cancelling(frame.task_id), frame.task_id)

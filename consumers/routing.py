@@ -11,6 +11,7 @@ from django.urls import path
 
 from consumers.origin import AllowedOriginValidator
 from consumers.progress import ProgressConsumer
+from consumers.sockets import SocketLimits
 
 websocket_urlpatterns = [
     path("ws/progress/", ProgressConsumer.as_asgi()),
@@ -20,5 +21,6 @@ websocket_urlpatterns = [
 
 def websocket_application() -> Any:
     """The ASGI app for the "websocket" key of a ProtocolTypeRouter: the routes above
-    behind the browser-origin check (TASKPULSE_ALLOWED_ORIGINS, else ALLOWED_HOSTS)."""
-    return AllowedOriginValidator(URLRouter(websocket_urlpatterns))
+    behind the browser-origin check (TASKPULSE_ALLOWED_ORIGINS, else ALLOWED_HOSTS)
+    and the socket caps (consumers/sockets.py)."""
+    return SocketLimits(AllowedOriginValidator(URLRouter(websocket_urlpatterns)))

@@ -17,6 +17,15 @@ from django.dispatch import receiver
 # (override_settings in tests).
 _resolved: dict[str, Any] = {}
 
+# Defaults an example site reading the environment also needs (project/settings.py).
+DEFAULT_START_RATE = "60/m"
+DEFAULT_CANCEL_RATE = "60/m"
+# ~17 KB an idle socket under the tuned launcher (docs/BENCHMARKS.md): ~170 MB a process.
+DEFAULT_MAX_SOCKETS = 10_000
+# Generous enough for an office behind one NAT address, small enough that one
+# client cannot take a process's share alone.
+DEFAULT_MAX_SOCKETS_PER_CLIENT = 500
+
 
 @receiver(setting_changed)
 def _forget_resolved(**_kwargs: object) -> None:
@@ -160,3 +169,29 @@ def allowed_origins() -> list[str]:
     else ALLOWED_HOSTS (a separate status server lists the host site's domain)."""
     origins = _setting("TASKPULSE_ALLOWED_ORIGINS", None)
     return list(settings.ALLOWED_HOSTS if origins is None else origins)
+
+
+def start_rate() -> str:
+    """Task starts a client address may make over HTTP: "N/s", "N/m", "N/h"; "0" = unlimited."""
+    return str(_setting("PROGRESS_START_RATE", DEFAULT_START_RATE))
+
+
+def cancel_rate() -> str:
+    """Cancels a client address may make (HTTP and WebSocket together); "0" = unlimited."""
+    return str(_setting("PROGRESS_CANCEL_RATE", DEFAULT_CANCEL_RATE))
+
+
+def trusted_proxies() -> frozenset[str]:
+    """Addresses of reverse proxies whose X-Forwarded-For names the client; empty: the
+    peer's own address is the client's (a header from anyone else is ignored)."""
+    return frozenset(str(a) for a in _setting("PROGRESS_TRUSTED_PROXIES", ()))
+
+
+def max_sockets() -> int:
+    """Open WebSockets a server process accepts; past it new ones close with 1013."""
+    return int(_get("PROGRESS_MAX_SOCKETS", DEFAULT_MAX_SOCKETS))
+
+
+def max_sockets_per_client() -> int:
+    """Open WebSockets one client address may hold in a process (0 = no limit)."""
+    return int(_get("PROGRESS_MAX_SOCKETS_PER_CLIENT", DEFAULT_MAX_SOCKETS_PER_CLIENT))

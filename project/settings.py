@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from progress import conf
 from progress.store.servers import DEFAULT_REDIS_URL
 from project.env import (
     celery_redis,
@@ -146,6 +147,14 @@ PROGRESS_FLOOD_STRIKES = env_int("PROGRESS_FLOOD_STRIKES", 50)
 PROGRESS_MAX_FRAME_BYTES = env_int("PROGRESS_MAX_FRAME_BYTES", 64 * 1024)
 PROGRESS_SEND_QUEUE_MAX_FRAMES = env_int("PROGRESS_SEND_QUEUE_MAX_FRAMES", 1000)
 PROGRESS_SLOW_READER_TIMEOUT = env_number("PROGRESS_SLOW_READER_TIMEOUT", 30.0)
+# Per-client limits (PROTOCOL.md §6): starts and cancels per address ("N/s", "N/m",
+# "N/h"; "0" = unlimited), and which reverse proxies' X-Forwarded-For to believe.
+PROGRESS_START_RATE = env_str("PROGRESS_START_RATE", conf.DEFAULT_START_RATE)
+PROGRESS_CANCEL_RATE = env_str("PROGRESS_CANCEL_RATE", conf.DEFAULT_CANCEL_RATE)
+PROGRESS_TRUSTED_PROXIES = env_list("PROGRESS_TRUSTED_PROXIES", [])
+PROGRESS_MAX_SOCKETS = env_int("PROGRESS_MAX_SOCKETS", conf.DEFAULT_MAX_SOCKETS)
+PROGRESS_MAX_SOCKETS_PER_CLIENT = env_int("PROGRESS_MAX_SOCKETS_PER_CLIENT",
+                                          conf.DEFAULT_MAX_SOCKETS_PER_CLIENT)
 # WebSocket keepalive (consumers/serve.py): ping an idle client every INTERVAL s,
 # drop it when no pong came TIMEOUT s later.
 PROGRESS_PING_INTERVAL = env_int("PROGRESS_PING_INTERVAL", 20)

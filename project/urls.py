@@ -1,11 +1,13 @@
-"""The example site's URLs: the demo page, then TaskPulse's HTTP API at the root
-(/api/tasks/..., /healthz), as PROTOCOL.md §6 places it."""
+"""The example site's URLs: the demo page, TaskPulse's HTTP API under /api/ and
+the health check at /healthz, where PROTOCOL.md §6 places them."""
 
 from django.urls import include, path
 
+from progress.web import views as api
 from project.demo import views
 
 urlpatterns = [
     path("", views.demo_page, name="demo"),
-    path("", include("progress.urls")),
+    path("api/", include("progress.urls")),
+    path("healthz", api.healthz, name="healthz"),
 ]

@@ -20,6 +20,9 @@ os.environ["CELERY_TASK_DEFAULT_QUEUE"] = SESSION_PREFIX
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Development mode (the example site is production unless told otherwise).
 os.environ.setdefault("DJANGO_DEBUG", "1")
+# The suite starts many tasks from one address; the limit tests set their own rates.
+os.environ.setdefault("PROGRESS_START_RATE", "0")
+os.environ.setdefault("PROGRESS_CANCEL_RATE", "0")
 
 import django  # noqa: E402
 

@@ -98,7 +98,7 @@ def test_cancellation_example(redis_client: redis.Redis) -> None:
 @pytest.mark.integration
 def test_group_example(stack: Stack) -> None:
     """The group example starts four counts that end as one SUCCESS."""
-    from progress.wire.tokens import verify_token
+    from progress.tokens import verify_token
 
     module = example("start_group(")
     verify_token(module.token, module.group_id)

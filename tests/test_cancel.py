@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from project.demo.tasks import count
 from tests.client import Ws, connect
 from tests.conftest import Stack

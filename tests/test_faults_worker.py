@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from tests.client import Ws, connect
 from tests.faultkit import PrivateStack, private_stack, send_task
 

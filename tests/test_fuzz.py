@@ -15,7 +15,7 @@ import redis
 import websockets
 
 from progress.wire.errors import ErrorCode
-from progress.wire.tokens import Permission, issue_token
+from progress.tokens import Permission, issue_token
 from tests.client import Http, Ws, connect
 from tests.faultkit import PrivateStack, private_stack
 

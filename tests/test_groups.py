@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from progress.integrations.celery.groups import start_group
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from tests.client import Ws, connect
 from tests.conftest import Stack
 

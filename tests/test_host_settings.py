@@ -13,7 +13,7 @@ from django.test import override_settings
 from consumers.channel_layer import BACKEND, ensure_alias
 from consumers.origin import origin_allowed
 from progress.store import servers, shards
-from progress.wire.tokens import TokenError, issue_token, verify_token
+from progress.tokens import TokenError, issue_token, verify_token
 
 HOST_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from progress import conf
-from progress.wire.tokens import Permission, issue_token
+from progress.tokens import Permission, issue_token
 from tests.client import Http, Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack
 

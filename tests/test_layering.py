@@ -94,7 +94,7 @@ from progress import taskqueue
 from progress.publisher import publish, store, track
 from progress.store.records import EventDraft
 from progress.wire.states import State
-from progress.wire.tokens import issue_token, verify_token
+from progress.tokens import issue_token, verify_token
 
 websocket_application()
 task_id = "no-celery-task"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from progress.publisher import track, with_progress
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from tests.client import Ws, connect
 from tests.conftest import REDIS_URL, Stack
 

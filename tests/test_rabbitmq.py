@@ -14,7 +14,7 @@ import pytest
 from celery import Celery
 from kombu import Queue
 
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from tests import processes
 from tests.client import Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack

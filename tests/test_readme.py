@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from progress.publisher import store
-from progress.wire.tokens import verify_token
+from progress.tokens import verify_token
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

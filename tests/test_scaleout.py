@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from tests import processes
 from tests.client import Ws, connect
 from tests.conftest import SESSION_PREFIX

@@ -24,7 +24,7 @@ from django.test import override_settings
 from progress.store import keys, shards
 from progress.store.records import EventDraft
 from progress.wire.states import State
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from tests import processes
 from tests.client import Http, Ws, connect
 from tests.conftest import REDIS_URL

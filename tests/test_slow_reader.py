@@ -11,7 +11,7 @@ import pytest
 import redis
 import websockets
 
-from progress.wire.tokens import issue_token
+from progress.tokens import issue_token
 from tests.faultkit import PrivateStack, Watcher, private_stack, rss_kib, send_task
 
 pytestmark = pytest.mark.integration

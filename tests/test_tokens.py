@@ -3,7 +3,7 @@
 import pytest
 from django.test import override_settings
 
-from progress.wire.tokens import Permission, TokenError, issue_token, verify_token
+from progress.tokens import Permission, TokenError, issue_token, verify_token
 
 
 def test_valid_token_grants_its_task() -> None:

@@ -1,6 +1,10 @@
 """Which tasks the HTTP API may start, who may start them, and how their
 arguments are checked.
 
+    @startable(check_arguments)                 # logged-in users (the default)
+    @startable(check_arguments, allow=anyone)   # anonymous visitors too
+    @startable(allow=lambda request: request.user.is_staff)
+
 Only tasks registered here are startable over `POST /api/tasks/`: exposing
 every task in the app to browsers would be a remote-execution hole. A task of
 any enabled task system can be registered (progress/taskqueue/).
@@ -21,7 +25,20 @@ class BadArguments(ValueError):
 
 
 Validator = Callable[..., None]
+# Who may start a task: a check of the request (Django's HttpRequest).
+Allow = Callable[[Any], bool]
 T = TypeVar("T")
+
+
+def authenticated(request: Any) -> bool:
+    """A logged-in user (needs Django's auth middleware); the default."""
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated)
+
+
+def anyone(request: Any) -> bool:
+    """Anyone, logged in or not: only for cheap, bounded tasks (the demo)."""
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +47,7 @@ class Startable:
     task: Any
     queue: TaskQueue
     validate: Validator | None
+    allow: Allow
 
     def start(self, args: list[Any], kwargs: dict[str, Any], task_id: str) -> None:
         self.queue.start(self.task, args, kwargs, task_id)
@@ -38,16 +56,18 @@ class Startable:
 _registry: dict[str, Startable] = {}
 
 
-def startable(validate: Validator | None = None) -> Callable[[T], T]:
+def startable(validate: Validator | None = None, *,
+              allow: Allow = authenticated) -> Callable[[T], T]:
     """Decorator: `@startable(check)` above a task registers it by name.
 
-    `validate(*args, **kwargs)` raises BadArguments for values the task must not get.
+    `validate(*args, **kwargs)` raises BadArguments for values the task must not get;
+    `allow(request)` says who may start it (by default, logged-in users).
     """
 
     def register(task: T) -> T:
         queue = taskqueue.integration_for(task)
         name = queue.task_name(task)
-        _registry[name] = Startable(name, task, queue, validate)
+        _registry[name] = Startable(name, task, queue, validate, allow)
         return task
 
     return register

@@ -28,6 +28,12 @@ def group_members_key(group_id: str) -> str:
     return f"{conf.key_prefix()}:members:{{{group_id}}}"
 
 
+def rate_key(action: str, client: str, window: int) -> str:
+    """Counter of one client's `action` calls in one rate-limit window
+    (progress/control/ratelimit.py); it expires with the window."""
+    return f"{conf.key_prefix()}:rate:{action}:{client}:{window}"
+
+
 def group_name(task_id: str) -> str:
     """Channel-layer group of a task (valid: task ids are [A-Za-z0-9_.-]{1,80})."""
     return f"task.{task_id}"

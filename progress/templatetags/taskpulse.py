@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from progress.wire.ids import is_valid_task_id
-from progress.wire.tokens import DEFAULT_PERMISSIONS, Permission, issue_token
+from progress.tokens import DEFAULT_PERMISSIONS, Permission, issue_token
 
 register = template.Library()
 

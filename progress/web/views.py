@@ -1,32 +1,82 @@
-"""HTTP API of PROTOCOL.md §6 and the health check (routed by progress/urls.py)."""
+"""HTTP API of PROTOCOL.md §6 and the health check (routed by progress/urls.py).
 
-import json
+Every answer is JSON, errors included: bad input is a 400, a client over its
+rate limit a 429 with Retry-After, and an unreachable Redis a 503, never
+Django's HTML error page.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from progress.control import startable
+from progress.control import ratelimit, startable
 from progress.control.cancel import CancelOutcome, cancel
+from progress.control.clients import client_address
 from progress.publisher import store
 from progress.store.connections import sync_clients
+from progress.tokens import Permission, TokenError, issue_token, verify_token
+from progress.wire.encoding import loads
 from progress.wire.errors import ErrorCode
 from progress.wire.ids import is_valid_task_id
-from progress.wire.tokens import Permission, TokenError, issue_token, verify_token
+
+logger = logging.getLogger(__name__)
 
 BEARER = "Bearer "
+WS_PATH = "/ws/progress/"  # consumers.routing serves it
+
+View = Callable[..., HttpResponse]
 
 
-def error_response(status: int, code: ErrorCode, detail: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code.value, "detail": detail}}, status=status)
+def error_response(status: int, code: ErrorCode, detail: str,
+                   retry_after: int | None = None) -> JsonResponse:
+    response = JsonResponse({"error": {"code": code.value, "detail": detail}}, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def redis_unavailable_is_503(view: View) -> View:
+    """Answer the protocol's JSON 503 when Redis cannot be reached (not an HTML 500)."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except redis.RedisError as exc:
+            logger.warning("TaskPulse API: Redis unavailable: %s", exc)
+            return error_response(503, ErrorCode.UNAVAILABLE,
+                                  "the progress store is unavailable; try again shortly",
+                                  retry_after=1)
+
+    return wrapped
+
+
+def client_of(request: HttpRequest) -> str:
+    return client_address(request.META.get("REMOTE_ADDR"),
+                          request.META.get("HTTP_X_FORWARDED_FOR"))
+
+
+def _over_limit(request: HttpRequest, action: ratelimit.Action) -> JsonResponse | None:
+    wait = ratelimit.hit(action, client_of(request))
+    if wait is None:
+        return None
+    return error_response(429, ErrorCode.RATE_LIMITED,
+                          f"too many {action.value} requests; retry in {wait}s", retry_after=wait)
 
 
 def _parse_start(body: bytes) -> tuple[str, list[Any], dict[str, Any]]:
     try:
-        data = json.loads(body or b"null")
+        data = loads(body or b"null")
     except (ValueError, UnicodeDecodeError):
         raise startable.BadArguments("the body is not valid JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("task"), str):
@@ -39,11 +89,12 @@ def _parse_start(body: bytes) -> tuple[str, list[Any], dict[str, Any]]:
 
 def _ws_url(request: HttpRequest, task_id: str, token: str) -> str:
     scheme = "wss" if request.is_secure() else "ws"
-    return f"{scheme}://{request.get_host()}/ws/progress/{task_id}/?token={token}"
+    return f"{scheme}://{request.get_host()}{WS_PATH}{task_id}/?token={token}"
 
 
 @require_POST
-def start_task(request: HttpRequest) -> JsonResponse:
+@redis_unavailable_is_503
+def start_task(request: HttpRequest) -> HttpResponse:
     try:
         name, args, kwargs = _parse_start(request.body)
     except startable.BadArguments as exc:
@@ -51,10 +102,15 @@ def start_task(request: HttpRequest) -> JsonResponse:
     entry = startable.lookup(name)
     if entry is None:
         return error_response(404, ErrorCode.UNKNOWN_TASK, f"no startable task named {name!r}")
+    if not entry.allow(request):
+        return error_response(403, ErrorCode.FORBIDDEN, f"you may not start {name}; log in")
     try:
         startable.check_arguments(entry, args, kwargs)
     except startable.BadArguments as exc:
         return error_response(400, ErrorCode.BAD_ARGUMENTS, str(exc))
+    refused = _over_limit(request, ratelimit.Action.START)
+    if refused is not None:
+        return refused
     task_id = str(uuid.uuid4())
     token = issue_token(task_id)
     entry.start(args, kwargs, task_id)
@@ -83,6 +139,7 @@ def _authorise(request: HttpRequest, task_id: str, needs: Permission) -> JsonRes
 
 
 @require_GET
+@redis_unavailable_is_503
 def task_status(request: HttpRequest, task_id: str) -> HttpResponse:
     refused = _authorise(request, task_id, Permission.WATCH)
     if refused is not None:
@@ -96,8 +153,10 @@ def task_status(request: HttpRequest, task_id: str) -> HttpResponse:
 # The token authorises the call, not a cookie, so CSRF does not apply.
 @csrf_exempt
 @require_POST
-def cancel_task(request: HttpRequest, task_id: str) -> JsonResponse:
-    refused = _authorise(request, task_id, Permission.CANCEL)
+@redis_unavailable_is_503
+def cancel_task(request: HttpRequest, task_id: str) -> HttpResponse:
+    refused = _authorise(request, task_id, Permission.CANCEL) or _over_limit(
+        request, ratelimit.Action.CANCEL)
     if refused is not None:
         return refused
     outcome, state = cancel(task_id)

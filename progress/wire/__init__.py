@@ -1,2 +1,2 @@
 """The wire protocol's objects: states, error codes, task ids, frame and record
-shapes, JSON encoding and tokens (docs/PROTOCOL.md)."""
+shapes and JSON encoding (docs/PROTOCOL.md)."""

@@ -5,6 +5,7 @@ whose repr() fails still becomes something we can store and send.
 """
 
 import json
+import re
 import reprlib
 import time
 from datetime import UTC, datetime
@@ -20,14 +21,38 @@ _repr.maxother = REPR_LIMIT
 _repr.maxlevel = 4
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
+
 # One encoder for the process: json.dumps() with non-default options builds a
 # new JSONEncoder per call, a visible share of a published progress call.
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def dumps(value: Any) -> str:
-    """Compact, strict JSON (no NaN/Infinity: browsers cannot parse them)."""
-    return _encoder.encode(value)
+    """Compact, strict JSON (no NaN/Infinity: browsers cannot parse them), always
+    encodable as UTF-8: a lone surrogate in a string becomes U+FFFD."""
+    text = _encoder.encode(value)
+    if text.isascii():  # the common case, checked in C at memory speed
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, text)
+    return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON as browsers write it: NaN and Infinity are refused (ValueError),
+    and so is nesting deeper than Python parses (RecursionError becomes ValueError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def safe_repr(value: Any) -> str:

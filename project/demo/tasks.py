@@ -5,11 +5,13 @@ from typing import Any
 
 from celery import shared_task
 
-from progress.control.startable import BadArguments, startable
+from progress.control.startable import BadArguments, anyone, startable
 from progress.publisher import track
 
 MAX_STEPS = 100_000
 MAX_DELAY = 10.0
+# A visitor may not hold a worker longer than this (steps x delay, PROTOCOL.md §7).
+MAX_SECONDS = 600
 
 
 def _is_number(value: Any) -> bool:
@@ -23,9 +25,14 @@ def validate_count(steps: Any = 10, delay: Any = 0.5, fail_at: Any = None) -> No
         raise BadArguments(f"delay must be a number of seconds from 0 to {MAX_DELAY:g}")
     if fail_at is not None and not (isinstance(fail_at, int) and not isinstance(fail_at, bool)):
         raise BadArguments("fail_at must be a whole number (the step to fail at) or null")
+    if steps * delay > MAX_SECONDS:
+        raise BadArguments(
+            f"steps x delay must be at most {MAX_SECONDS} seconds (got {steps * delay:g}): "
+            "fewer steps or a shorter delay")
 
 
-@startable(validate_count)
+# Startable without login on the example site only (clients and acceptance tests use it).
+@startable(validate_count, allow=anyone)
 @shared_task(bind=True, name="demo.count")
 def count(
     self: Any, steps: int = 10, delay: float = 0.5, fail_at: int | None = None

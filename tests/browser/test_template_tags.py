@@ -7,7 +7,7 @@ import pytest
 from celery.result import AsyncResult
 from django.template import Context, Template
 
-from progress.wire.tokens import Permission, TokenError, verify_token
+from progress.tokens import Permission, TokenError, verify_token
 
 
 def render(source: str, **context: object) -> str:
