@@ -21,9 +21,12 @@ class Subscription:
     epoch: str | None  # None while the task had no record when we subscribed
     last_seq: int
     last_state: str | None = None  # of the last frame sent: tells state changes from progress
+    stale: bool = False  # a catch-up failed: the next live event resyncs, whatever its seq
 
 
 def judge(sub: Subscription, epoch: str, seq: int) -> Verdict:
+    if sub.stale:
+        return Verdict.RESYNC
     if sub.epoch is None:
         # Subscribed before the record existed: its first event is seq 1.
         return Verdict.FORWARD if seq == 1 else Verdict.RESYNC

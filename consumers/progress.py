@@ -4,6 +4,7 @@ Task state lives in Redis; the consumer only remembers, per subscription,
 the epoch and last seq it sent (consumers/delivery.py decides the rest).
 """
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -39,6 +40,8 @@ from progress.wire.types import TaskEventMessage
 
 logger = logging.getLogger(__name__)
 
+# Pauses between attempts to catch a subscription up after a layer reconnect.
+RESYNC_RETRY_PAUSES = (0.2, 0.5, 1.0)
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -195,6 +198,7 @@ class ProgressConsumer(InboxConsumer):
             await self._resync(sub, sub.last_seq, sub.epoch, resuming=False)
         else:
             await self._resync(sub, 0, None, resuming=False)
+        sub.stale = False
 
     async def _forward(self, sub: Subscription, event_json: str) -> None:
         event = json.loads(event_json)
@@ -226,10 +230,29 @@ class ProgressConsumer(InboxConsumer):
             await self._catch_up(sub, message["epoch"])
 
     async def layer_reconnected(self, message: dict[str, Any]) -> None:
-        """The channel layer lost Redis for a while: whatever was published then is gone."""
+        """The channel layer lost Redis for a while: whatever was published then is gone.
+        Each subscription catches up on its own: one that cannot does not hold back the rest."""
         for sub in list(self.subscriptions.values()):
             if sub.task_id in self.subscriptions:
+                await self._catch_up_or_report(sub)
+
+    async def _catch_up_or_report(self, sub: Subscription) -> None:
+        for attempt, pause in enumerate((*RESYNC_RETRY_PAUSES, None)):
+            try:
                 await self._catch_up(sub)
+            except Exception as exc:
+                if pause is not None:
+                    await asyncio.sleep(pause)
+                    continue
+                # Still failing: tell the client, and resync at the next live event.
+                logger.warning("TaskPulse: resync of %s failed after %d attempts: %s",
+                               sub.task_id, attempt + 1, exc)
+                sub.stale = True
+                await self.reply(wire.error(ErrorCode.UNAVAILABLE,
+                                            "missed events could not be read yet; they are "
+                                            "sent when the store answers (or subscribe again)",
+                                            sub.task_id), sub.task_id)
+            return
 
     async def cancel(self, frame: Cancel) -> None:
         self._authorise(frame.task_id, frame.token, Permission.CANCEL)

@@ -86,6 +86,31 @@ def test_no_lost_right_after_a_redis_restart(store: RecordStore, task_id: str) -
     assert task_id in sweeper.sweep_once()
 
 
+class FailedOverRedis(redis.Redis):
+    """A long-running server whose identity changes: a promoted Sentinel replica."""
+
+    run_id = "old-master"
+
+    def info(self, *args: Any, **kwargs: Any) -> Any:
+        return {"uptime_in_seconds": 86_400, "run_id": self.run_id}
+
+
+def test_no_lost_right_after_a_fail_over(store: RecordStore, task_id: str) -> None:
+    """Deadlines that lapsed while Sentinel elected a new master (a long uptime) get a
+    stall timeout's grace on the new server before anything is marked LOST."""
+    client = FailedOverRedis.from_url(REDIS_URL)
+    try:
+        assert task_id not in sweeper.sweep_once(client)  # sees the old master
+        client.run_id = "promoted-replica"
+        store.publish(started(task_id))
+        time.sleep(STALL + 0.1)
+        assert sweeper.sweep_once(client) == []  # the server changed: grace
+        time.sleep(STALL)
+        assert task_id in sweeper.sweep_once(client)
+    finally:
+        client.close()
+
+
 def test_heartbeat_keeps_task_alive(store: RecordStore, task_id: str) -> None:
     """A beating task is never marked LOST, and its deadline is gone once it ends."""
     store.publish(started(task_id))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 
@@ -50,8 +51,12 @@ def sweep_once(client: redis.Redis | None = None) -> list[str]:
 
 
 def _sweep_shard(client: redis.Redis) -> list[str]:
+    # Asked at every sweep, not only when tasks are due, so a change of server
+    # (a fail-over) is noticed before its first stalled-looking task.
+    if _redis_just_restarted(client):
+        return []
     due_ids = client.register_script(lua.DUE)(keys=[keys.running_index_key()], args=[BATCH])
-    if not due_ids or _redis_just_restarted(client):
+    if not due_ids:
         return []
     mark_lost = client.register_script(lua.MARK_LOST)
     marked = []
@@ -68,12 +73,30 @@ def _sweep_shard(client: redis.Redis) -> list[str]:
     return marked
 
 
+# id(client) -> (the server's run_id, when this process first saw it): a Sentinel
+# client's server changes under the same client object at a fail-over.
+_servers_seen: dict[int, tuple[str, float]] = {}
+
+
 def _redis_just_restarted(client: redis.Redis) -> bool:
-    """Within a stall timeout of a Redis restart, missed heartbeats prove nothing: the
-    workers could not record them. Give them a full timeout to beat again."""
-    uptime = float(client.info("server").get("uptime_in_seconds", 0))
+    """Within a stall timeout of a Redis restart, or of a fail-over to another server,
+    missed heartbeats prove nothing: the workers could not record them (a promoted
+    replica has a long uptime, but the deadlines it holds lapsed during the
+    election). Give them a full timeout to beat again."""
+    info = client.info("server")
+    uptime = float(info.get("uptime_in_seconds", 0))
     if uptime < conf.stall_timeout():
         logger.info("TaskPulse: Redis restarted %.0fs ago; not marking stalled tasks yet", uptime)
+        return True
+    run_id, now = str(info.get("run_id", "")), time.monotonic()
+    seen = _servers_seen.get(id(client))
+    if seen is None or seen[0] != run_id:
+        # A first sighting in this process waits for nothing; a change of server does.
+        since = now if seen is not None else now - conf.stall_timeout()
+        seen = _servers_seen[id(client)] = (run_id, since)
+    if now - seen[1] < conf.stall_timeout():
+        logger.info("TaskPulse: Redis server changed (fail-over) %.0fs ago; not marking "
+                    "stalled tasks yet", now - seen[1])
         return True
     return False
 
