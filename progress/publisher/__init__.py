@@ -52,10 +52,13 @@ __all__ = [
 ]
 
 PROGRESS_KEYWORD = "progress"
-# What a Redis that is no (longer a) master answers a write: a replica, or a
-# master short of the replicas its min-replicas-to-write asks for, as an old
-# master is once Sentinel promoted its replica (docs/SCALING.md, "Sentinel").
-NOT_MASTER_REPLIES = ("READONLY", "NOREPLICAS")
+# Replies that say "not now" rather than "no": a replica or an old master
+# (READONLY, NOREPLICAS: a fail-over is under way, docs/SCALING.md "Sentinel"),
+# a server replaying its AOF after a restart (LOADING), one busy with a long
+# script (BUSY), a master being elected (MASTERDOWN) or a slot moving
+# (TRYAGAIN). Each is treated like an unreachable Redis: the event is kept,
+# in order, and retried until it is recorded (docs/GUARANTEES.md).
+TRANSIENT_REPLIES = ("READONLY", "NOREPLICAS", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
 
 logger = logging.getLogger(__name__)
 
@@ -169,12 +172,12 @@ def _publish_now(draft: EventDraft) -> PublishOutcome:
     try:
         return _parse_publish(runner(args.keys, args.varying, leading=args.leading))
     except redis.ResponseError as exc:
-        if not str(exc).startswith(NOT_MASTER_REPLIES):
+        if not str(exc).startswith(TRANSIENT_REPLIES):
             raise
-        # Not the master any more (a fail-over is under way): reconnect, and let
-        # the outbox retry, in order, until the connection leads to the new master.
+        # Reconnect (a new master may be behind the address now), and let the
+        # outbox keep the event and retry, in order, until Redis takes it.
         runner.close()
-        raise redis.ConnectionError(f"Redis refused the write as no master: {exc}") from exc
+        raise redis.ConnectionError(f"Redis cannot record events right now: {exc}") from exc
 
 
 def _note_group(task_id: str) -> None:
