@@ -14,8 +14,8 @@ import pytest
 import redis
 import websockets
 
-from progress.wire.errors import ErrorCode
 from progress.tokens import Permission, issue_token
+from progress.wire.errors import ErrorCode
 from tests.client import Http, Ws, connect
 from tests.faultkit import PrivateStack, private_stack
 

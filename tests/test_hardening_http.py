@@ -26,9 +26,9 @@ def browser(address: str = "127.0.0.1") -> Client:
     return Client(HTTP_HOST="localhost", REMOTE_ADDR=address)
 
 
-def start(client: Client, body: Any, **extra: str) -> Any:
+def start(client: Client, body: Any) -> Any:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return client.post("/api/tasks/", data=data, content_type="application/json", **extra)
+    return client.post("/api/tasks/", data=data, content_type="application/json")
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from progress.publisher import store
 from progress.store import keys, lua
 from progress.store.connections import sync_client
 from progress.store.records import EventDraft, _publish_args, progress_fragment
-from progress.wire.states import State
 from progress.tokens import issue_token
+from progress.wire.states import State
 from tests.client import Http, Ws, connect
 from tests.conftest import Stack
 from tests.faultkit import PrivateStack, Watcher, private_stack, watch_until_final

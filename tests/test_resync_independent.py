@@ -66,8 +66,9 @@ async def test_one_failing_resync_does_not_skip_the_others(
     consumer = ProgressConsumer()
     outbox = Collected()
     consumer.outbox = outbox  # type: ignore[assignment]
-    epoch = (await real.read(fine)).snapshot.epoch
-    broken_epoch = (await real.read(broken)).snapshot.epoch
+    fine_now, broken_now = (await real.read(fine)).snapshot, (await real.read(broken)).snapshot
+    assert fine_now is not None and broken_now is not None
+    epoch, broken_epoch = fine_now.epoch, broken_now.epoch
     # Both saw seq 1 (STARTED) before the layer lost Redis; seq 2 and 3 were missed.
     consumer.subscriptions = {broken: Subscription(broken, broken_epoch, 1, "STARTED"),
                               fine: Subscription(fine, epoch, 1, "STARTED")}

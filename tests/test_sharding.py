@@ -23,8 +23,8 @@ from django.test import override_settings
 
 from progress.store import keys, shards
 from progress.store.records import EventDraft
-from progress.wire.states import State
 from progress.tokens import issue_token
+from progress.wire.states import State
 from tests import processes
 from tests.client import Http, Ws, connect
 from tests.conftest import REDIS_URL

@@ -12,8 +12,8 @@ from django.templatetags.static import static
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from progress.wire.ids import is_valid_task_id
 from progress.tokens import DEFAULT_PERMISSIONS, Permission, issue_token
+from progress.wire.ids import is_valid_task_id
 
 register = template.Library()
 
