@@ -1,7 +1,8 @@
 /**
  * TaskPulse browser client: one WebSocket per page carrying every watched task
  * (PROTOCOL.md §4). It reconnects with backoff, resumes each task from the last
- * seq it saw, and finds dead connections with ping/pong. No dependencies.
+ * seq it saw, and finds dead connections with ping/pong. Close codes that
+ * retrying cannot fix stop it with an error instead. No dependencies.
  */
 
 import { TaskSubscription, TaskError } from "./subscription.js";
@@ -15,6 +16,7 @@ export const Status = Object.freeze({
   OPEN: "open",
   RECONNECTING: "reconnecting", // waiting out a backoff delay
   OFFLINE: "offline", // the browser says it is offline: wait for `online`
+  FAILED: "failed", // retrying cannot help: stopped, `client.error` says why
 });
 
 export const DEFAULTS = Object.freeze({
@@ -26,10 +28,45 @@ export const DEFAULTS = Object.freeze({
   connectTimeout: 10000, // a handshake that hangs longer is abandoned
   cancelTimeout: 10000, // no answer to `cancel` by then: reject
   idleTimeout: 30000, // close the socket this long after the last task ended
+  tryAgainLaterDelay: 30000, // after 1013: wait this long plus up to as much again
+  refusedHandshakes: 5, // this many handshakes in a row closed before opening: refused
 });
 
 const SOCKET_OPEN = 1; // WebSocket.OPEN, without needing the global in tests
+
+// RFC 6455 close codes the client tells apart. PROTOCOL.md §4 defines no 4xxx
+// codes, so every other code (1001 going away, 1011, 1012 service restart, a
+// 1006 drop after the socket had opened) is a blip: reconnect with backoff.
 const CLOSE_NORMAL = 1000;
+const CLOSE_UNSUPPORTED_DATA = 1003;
+const CLOSE_ABNORMAL = 1006; // no close frame: a network failure, or a refused handshake
+const CLOSE_POLICY_VIOLATION = 1008; // PROTOCOL.md §4: kept flooding after rate_limited
+const CLOSE_MESSAGE_TOO_BIG = 1009; // PROTOCOL.md §4: a frame over the size limit
+const CLOSE_TRY_AGAIN_LATER = 1013; // the server is at capacity
+
+// The server closed us for what this page sent: the same page would be closed
+// again, so reconnecting only loads the server. Stop and say why.
+const FINAL_CLOSES = new Map([
+  [CLOSE_UNSUPPORTED_DATA, {
+    code: "unsupported_data",
+    message: "The server closed the connection: it cannot accept what this page sent.",
+  }],
+  [CLOSE_POLICY_VIOLATION, {
+    code: "policy_violation",
+    message: "The server closed the connection for a policy violation (too many messages).",
+  }],
+  [CLOSE_MESSAGE_TOO_BIG, {
+    code: "message_too_big",
+    message: "The server closed the connection: a message was larger than it accepts.",
+  }],
+]);
+// A browser reports a refused handshake (HTTP 403: origin not allowed) only
+// as a 1006 close before `open`, exactly like an unreachable server.
+const HANDSHAKE_REFUSED = {
+  code: "connection_refused",
+  message: "The server refused the connection (is this site's origin in its allowed hosts?).",
+};
+const RELOAD_HINT = "Reload the page to try again.";
 
 // A refused subscribe that retrying with the same token cannot fix.
 const FATAL_SUBSCRIBE_ERRORS = new Set(["forbidden", "bad_task_id", "bad_frame"]);
@@ -40,6 +77,18 @@ const RETRY_LATER_ERRORS = new Set(["too_many_subscriptions", "rate_limited", "u
 export function backoffDelay(attempt, minDelay, maxDelay, random = Math.random) {
   const cap = Math.min(maxDelay, minDelay * 2 ** attempt);
   return Math.floor(random() * cap);
+}
+
+/** After 1013: at least `base`, plus up to `base` of jitter so a crowd of clients spreads out. */
+export function tryAgainLaterDelay(base, random = Math.random) {
+  return base + Math.floor(random() * base);
+}
+
+/** Why the client stopped: a TaskError (taskId null: it concerns the connection). */
+function connectionError({ code, message }, reason) {
+  // The reason is server text: the element shows it with textContent only.
+  const because = reason ? ` (${reason})` : "";
+  return new TaskError(`${message}${because} ${RELOAD_HINT}`, { code });
 }
 
 function defaultUrl() {
@@ -65,13 +114,31 @@ export class TaskPulseClient extends EventTarget {
     this._pingId = 0;
     this._awaitedPong = null;
     this._cancels = new Map(); // task id -> [{resolve, reject, timer}], oldest first
-    window.addEventListener("online", () => this._onOnline());
-    // Going offline, or a laptop waking up, may have killed the socket without
-    // a close event: probe it now rather than at the next ping.
-    window.addEventListener("offline", () => this._ping());
-    document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") this._ping();
-    });
+    this._everOpened = false; // has any socket to this url opened?
+    this._refusals = 0; // sockets in a row closed before opening
+    this._pageListeners = null; // AbortController of the window/document listeners
+    this._pingEvery = null; // the interval the ping timer runs with
+    /** Why the client stopped (status `failed`): a TaskError, else null. */
+    this.error = null;
+  }
+
+  /**
+   * Change options. Only the url needs a new socket: when it changed and the
+   * client is connected or waiting to reconnect, it reconnects at once (tasks
+   * resume from their last seq). A new pingInterval restarts the ping timer;
+   * other options apply from their next use.
+   */
+  configure(options = {}) {
+    const previousUrl = this.url;
+    this.options = { ...this.options, ...options };
+    this.url = this.options.url ?? defaultUrl();
+    if (this.options.pingInterval !== this._pingEvery && this._timers.ping !== undefined) {
+      this._startPinging();
+    }
+    if (this.url === previousUrl) return;
+    this._everOpened = false; // another server: its refusals are counted afresh
+    this._refusals = 0;
+    if (this._socket !== null || this.status === Status.RECONNECTING) this._restart();
   }
 
   /** Watch a task. Watching one task twice shares one subscription (release each). */
@@ -86,6 +153,7 @@ export class TaskPulseClient extends EventTarget {
     }
     sub.users += 1;
     this._clearTimer("idle");
+    this._listenToPage();
     this._ensureConnected();
     return sub;
   }
@@ -107,12 +175,14 @@ export class TaskPulseClient extends EventTarget {
     });
   }
 
-  /** Close the socket and stop reconnecting; subscriptions are dropped. */
+  /** Close the socket and stop reconnecting; subscriptions and page listeners are dropped. */
   close() {
     for (const sub of this.subscriptions.values()) sub.users = 0;
     this.subscriptions.clear();
     this._dropSocket();
     this._clearTimer("reconnect");
+    this._stopListeningToPage();
+    this.error = null;
     this._setStatus(Status.IDLE);
   }
 
@@ -135,7 +205,34 @@ export class TaskPulseClient extends EventTarget {
   // -- connection lifecycle -------------------------------------------------
 
   _ensureConnected() {
+    // A new subscribe after a failure is a new request from the page: try again.
+    if (this.status === Status.FAILED) this._forgetFailure();
     if (this._socket === null && this.status !== Status.RECONNECTING) this._connect();
+  }
+
+  _forgetFailure() {
+    this.error = null;
+    this._attempt = 0;
+    this._refusals = 0;
+  }
+
+  /** Added on first subscribe, removed by close(): a closed client leaves nothing behind. */
+  _listenToPage() {
+    if (this._pageListeners !== null) return;
+    this._pageListeners = new AbortController();
+    const { signal } = this._pageListeners;
+    window.addEventListener("online", () => this._onOnline(), { signal });
+    // Going offline, or a laptop waking up, may have killed the socket without
+    // a close event: probe it now rather than at the next ping.
+    window.addEventListener("offline", () => this._ping(), { signal });
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this._ping();
+    }, { signal });
+  }
+
+  _stopListeningToPage() {
+    this._pageListeners?.abort();
+    this._pageListeners = null;
   }
 
   _connect() {
@@ -149,23 +246,59 @@ export class TaskPulseClient extends EventTarget {
     this._heard = false;
     const socket = new WebSocket(this.url);
     this._socket = socket;
+    // A hang is not a refusal: it is retried like a drop, however often.
     this._setTimer("connect", () => this._lost(socket), this.options.connectTimeout);
     socket.onopen = () => this._onOpen(socket);
     socket.onmessage = (event) => this._onMessage(socket, event);
-    socket.onclose = () => this._lost(socket);
+    socket.onclose = (event) => this._onClose(socket, event);
   }
 
   _onOpen(socket) {
     if (socket !== this._socket) return;
     this._clearTimer("connect");
+    this._everOpened = true;
+    this._refusals = 0;
     this._setStatus(Status.OPEN);
     for (const sub of this.subscriptions.values()) this._sendSubscribe(sub);
-    this._setInterval("ping", () => this._ping(), this.options.pingInterval);
+    this._startPinging();
     this._idleIfUnused();
   }
 
+  _startPinging() {
+    this._pingEvery = this.options.pingInterval;
+    this._setInterval("ping", () => this._ping(), this._pingEvery);
+  }
+
+  /** The server (or the browser, for a failed handshake) closed the socket: why? */
+  _onClose(socket, { code, reason } = {}) {
+    if (socket !== this._socket) return;
+    const final = FINAL_CLOSES.get(code);
+    if (final !== undefined) {
+      this._fail(connectionError(final, reason), code);
+    } else if (code === CLOSE_TRY_AGAIN_LATER) {
+      // The server asked for it: a much longer wait than a blip's backoff.
+      this._lost(socket, tryAgainLaterDelay(this.options.tryAgainLaterDelay));
+    } else if (this._refusedTooOften(code)) {
+      this._fail(connectionError(HANDSHAKE_REFUSED, reason), code);
+    } else {
+      this._lost(socket);
+    }
+  }
+
+  /**
+   * One 1006 before `open` may be a network blip, so it is retried. Only a
+   * client that has never opened a socket to this server, and saw this many
+   * handshakes in a row fail, concludes it is refused: a server that
+   * restarts after serving us looks the same for a while and must be waited for.
+   */
+  _refusedTooOften(code) {
+    if (this._everOpened || code !== CLOSE_ABNORMAL) return false;
+    this._refusals += 1;
+    return this._refusals >= this.options.refusedHandshakes;
+  }
+
   /** The socket closed, timed out or stopped answering: forget it and plan the next try. */
-  _lost(socket) {
+  _lost(socket, delay = undefined) {
     if (socket !== this._socket) return;
     this._dropSocket();
     if (this.subscriptions.size === 0) {
@@ -176,10 +309,34 @@ export class TaskPulseClient extends EventTarget {
       this._setStatus(Status.OFFLINE);
       return;
     }
-    const delay = backoffDelay(this._attempt, this.options.minDelay, this.options.maxDelay);
+    const wait = delay ?? backoffDelay(this._attempt, this.options.minDelay, this.options.maxDelay);
     this._attempt += 1;
-    this._setStatus(Status.RECONNECTING, { delay, attempt: this._attempt });
-    this._setTimer("reconnect", () => this._connect(), delay);
+    this._setStatus(Status.RECONNECTING, { delay: wait, attempt: this._attempt });
+    this._setTimer("reconnect", () => this._connect(), wait);
+  }
+
+  /** Retrying cannot help: stop, and end every subscription with the reason. */
+  _fail(error, closeCode) {
+    this._dropSocket();
+    this._clearTimer("reconnect");
+    this.error = error;
+    const ended = [...this.subscriptions.values()];
+    this.subscriptions.clear();
+    // Status first, so listeners of the subscriptions' errors see it.
+    this._setStatus(Status.FAILED, { error, closeCode });
+    for (const sub of ended) sub._refused(error);
+    this.dispatchEvent(new CustomEvent("error", {
+      detail: { taskId: null, code: error.code, detail: error.message, error },
+    }));
+  }
+
+  /** Drop the socket and connect again at once (the url changed). */
+  _restart() {
+    this._dropSocket();
+    this._clearTimer("reconnect");
+    this._attempt = 0;
+    if (this.subscriptions.size === 0) this._setStatus(Status.IDLE);
+    else this._connect();
   }
 
   _dropSocket() {
@@ -214,6 +371,7 @@ export class TaskPulseClient extends EventTarget {
     }
     if (this.subscriptions.size === 0) return;
     this._attempt = 0;
+    this._refusals = 0; // the failures so far may have been this outage
     this._connect(); // at once, not after the rest of a backoff delay
   }
 
@@ -365,9 +523,22 @@ const FRAME_HANDLERS = {
 };
 
 let shared = null;
+let sharedOptions = {};
 
-/** The page's one client, created on first use (options apply only then). */
-export function sharedClient(options = {}) {
-  if (shared === null) shared = new TaskPulseClient(options);
+/**
+ * Options of the page's shared client, whether it exists yet or not: before,
+ * they are used when it is created; after, they are applied to it at once
+ * (TaskPulseClient.configure). So the order in which the page's scripts and
+ * the <task-progress> element load does not matter.
+ */
+export function configure(options = {}) {
+  sharedOptions = { ...sharedOptions, ...options };
+  if (shared !== null) shared.configure(options);
+}
+
+/** The page's one client, created on first use; `options`, if given, go through configure(). */
+export function sharedClient(options = undefined) {
+  if (options !== undefined) configure(options);
+  if (shared === null) shared = new TaskPulseClient(sharedOptions);
   return shared;
 }

@@ -21,6 +21,21 @@ export class TaskError extends Error {
 }
 
 /**
+ * A promise with its resolve and reject, created once and marked handled: a
+ * failed task that nobody awaits must not log an "unhandled rejection".
+ */
+export function settlement() {
+  let resolve;
+  let reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/**
  * Events (CustomEvent, `detail` always has `taskId`):
  * - `progress` {task, reset}: every applied snapshot or event
  * - `state` {task, state, previous}: the state changed
@@ -40,13 +55,11 @@ export class TaskSubscription extends EventTarget {
     this.synced = false; // answered (snapshot or resumed) on the current socket
     this.ended = false; // final, or refused: the server no longer serves it
     this.users = 0; // subscribe() calls not yet released
+    const { promise, resolve, reject } = settlement();
     /** Resolves with the final task object on SUCCESS; rejects with a TaskError otherwise. */
-    this.done = new Promise((resolve, reject) => {
-      this._resolve = resolve;
-      this._reject = reject;
-    });
-    // A failed task that nobody awaits must not log an "unhandled rejection".
-    this.done.catch(() => {});
+    this.done = promise;
+    this._resolve = resolve;
+    this._reject = reject;
   }
 
   get state() {
@@ -108,7 +121,10 @@ export class TaskSubscription extends EventTarget {
     this.client._ended(this);
   }
 
-  /** The server refused the subscribe itself (bad token or id): it will never succeed. */
+  /**
+   * The server refused the subscribe itself (bad token or id), or the client
+   * stopped for good (a final close code): it will never succeed.
+   */
   _refused(error) {
     this.ended = true;
     this._emit("error", { code: error.code, detail: error.message, error });

@@ -6,6 +6,7 @@
  */
 
 import { sharedClient, FINAL_STATES, UNKNOWN } from "./client.js";
+import { settlement } from "./subscription.js";
 
 /** Words shown for each state; `data-state` carries the raw state for CSS and tests. */
 export const STATE_LABELS = {
@@ -43,6 +44,11 @@ function formatError(error, state) {
   return error.type ? `${error.type}: ${error.message ?? ""}` : String(error.message ?? "");
 }
 
+/** Settle `done` as the subscription's own promise settles (that one is created once, too). */
+function followDone(done, subscription) {
+  subscription.done.then(done.resolve, done.reject);
+}
+
 function part(tag, className, attributes = {}) {
   const node = document.createElement(tag);
   node.className = className;
@@ -55,7 +61,8 @@ export class TaskProgressElement extends HTMLElement {
 
   constructor() {
     super();
-    this.client = sharedClient();
+    this._client = null; // resolved on first use: see `client`
+    this._done = null; // {promise, resolve, reject, taskId}: see `done`
     this._subscription = null;
     this._listening = null; // AbortController for the current subscription's listeners
     this._parts = null;
@@ -71,9 +78,37 @@ export class TaskProgressElement extends HTMLElement {
     return this._subscription?.state ?? UNKNOWN;
   }
 
-  /** Settles on the final state: resolves with the task on SUCCESS, else rejects. */
+  /**
+   * The client it watches through: the page's shared one unless another is set
+   * before the element is added. Resolved when first needed (when the element
+   * is added), not when it is constructed, so page scripts that run after this
+   * module still get to configure() the shared client first.
+   */
+  get client() {
+    this._client ??= sharedClient();
+    return this._client;
+  }
+
+  set client(client) {
+    this._client = client;
+  }
+
+  /**
+   * Settles on the final state: resolves with the task on SUCCESS, else rejects.
+   * One promise per task id, the same on every access, before or after the
+   * element is added; a new task-id gets a new one. Without a task-id it is
+   * rejected. Marked handled, so a rejection nobody awaits is not reported.
+   */
   get done() {
-    return this._subscription?.done ?? Promise.reject(new Error("no task-id to watch"));
+    if (this._done?.taskId !== this.taskId) this._done = this._newDone();
+    return this._done.promise;
+  }
+
+  _newDone() {
+    const done = { ...settlement(), taskId: this.taskId };
+    if (this.taskId === "") done.reject(new Error("no task-id to watch"));
+    else if (this._subscription?.taskId === this.taskId) followDone(done, this._subscription);
+    return done;
   }
 
   /** Cancel the task (needs a token with the cancel permission). */
@@ -166,6 +201,7 @@ export class TaskProgressElement extends HTMLElement {
     }
     this._subscription = sub;
     this._listening = listening;
+    if (this._done?.taskId === sub.taskId) followDone(this._done, sub);
     this._render();
   }
 
@@ -186,7 +222,6 @@ export class TaskProgressElement extends HTMLElement {
     } catch (error) {
       this._cancelling = false;
       this._showError({ code: error.code, detail: error.message });
-      this._render();
     }
   }
 
@@ -197,6 +232,7 @@ export class TaskProgressElement extends HTMLElement {
 
   _showError({ code, detail }) {
     this.dataset.error = code ?? "error";
+    this._render(); // a refusal may have ended the subscription: no cancel button then
     this._parts.outcome.textContent = detail || code;
   }
 
@@ -220,7 +256,9 @@ export class TaskProgressElement extends HTMLElement {
     else if (final) outcome.textContent = formatError(task.error, state);
     else if (this.dataset.error === undefined) outcome.textContent = "";
 
-    cancel.hidden = !this.cancellable || final || state === UNKNOWN;
+    // An ended subscription (final, refused, or the client stopped) cannot be cancelled through.
+    const watching = this._subscription !== null && !this._subscription.ended;
+    cancel.hidden = !this.cancellable || final || state === UNKNOWN || !watching;
     cancel.disabled = this._cancelling;
     cancel.textContent = this._cancelling ? "Cancelling…" : "Cancel";
   }
