@@ -5,7 +5,7 @@ from typing import Any
 
 from playwright.sync_api import Page
 
-from progress.states import FINAL_STATES, UNKNOWN, State
+from progress.wire.states import FINAL_STATES, UNKNOWN, State
 
 IMPORT_CLIENT = """
   const { TaskPulseClient, backoffDelay } = await import("/static/taskpulse/client.js");
@@ -185,7 +185,7 @@ def test_cancel_sends_token_and_resolves_on_cancelling(harness: Page) -> None:
 
 
 def test_states_match_the_server(harness: Page) -> None:
-    """The client's final states, and the element's state words, match progress/states.py."""
+    """The client's final states, and the element's state words, match progress/wire/states.py."""
     names = harness.evaluate("""async () => {
       const client = await import("/static/taskpulse/client.js");
       const element = await import("/static/taskpulse/task-progress.js");
