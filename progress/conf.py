@@ -17,6 +17,9 @@ from django.dispatch import receiver
 # (override_settings in tests).
 _resolved: dict[str, Any] = {}
 
+# Django's allowed hosts when DEBUG is on and ALLOWED_HOSTS is empty (HttpRequest.get_host).
+DEBUG_LOCAL_HOSTS = (".localhost", "127.0.0.1", "[::1]")
+
 # Defaults an example site reading the environment also needs (project/settings.py).
 DEFAULT_START_RATE = "60/m"
 DEFAULT_CANCEL_RATE = "60/m"
@@ -168,7 +171,12 @@ def allowed_origins() -> list[str]:
     """Hosts a browser's Origin may name to open a WebSocket: TASKPULSE_ALLOWED_ORIGINS,
     else ALLOWED_HOSTS (a separate status server lists the host site's domain)."""
     origins = _setting("TASKPULSE_ALLOWED_ORIGINS", None)
-    return list(settings.ALLOWED_HOSTS if origins is None else origins)
+    if origins is not None:
+        return list(origins)
+    if settings.DEBUG and not settings.ALLOWED_HOSTS:
+        # What Django's own host check allows then (a fresh startproject site).
+        return list(DEBUG_LOCAL_HOSTS)
+    return list(settings.ALLOWED_HOSTS)
 
 
 def start_rate() -> str:

@@ -110,3 +110,14 @@ def test_allowed_origins_default_to_allowed_hosts() -> None:
                            TASKPULSE_ALLOWED_ORIGINS=["app.example.com"]):
         assert origin_allowed(b"https://app.example.com")
         assert not origin_allowed(b"https://status.example.com")
+
+
+def test_a_fresh_debug_site_accepts_its_own_local_pages() -> None:
+    """DEBUG with an empty ALLOWED_HOSTS (a new startproject site) allows the local names
+    Django itself serves then, and nothing else."""
+    with override_settings(DEBUG=True, ALLOWED_HOSTS=[], TASKPULSE_ALLOWED_ORIGINS=None):
+        assert origin_allowed(b"http://127.0.0.1:8000")
+        assert origin_allowed(b"http://localhost:8000")
+        assert not origin_allowed(b"https://evil.example")
+    with override_settings(DEBUG=False, ALLOWED_HOSTS=[], TASKPULSE_ALLOWED_ORIGINS=None):
+        assert not origin_allowed(b"http://127.0.0.1:8000")

@@ -1,0 +1,682 @@
+"""Adoption: TaskPulse used the way a new user uses it, from nothing.
+
+A wheel is built from this checkout and installed (with its `celery` extra)
+in a fresh virtualenv; `django-admin startproject mysite` makes a site with a
+Celery app as Celery's own "First steps with Django" guide shows it; the code
+blocks of docs/INTEGRATION.md marked `<!-- adoption: NAME -->` are applied to
+it exactly as printed there (read from the doc, so doc and test cannot
+drift); the site's own app (tests/adoption/jobs) has the tasks a host writes.
+Then real processes, all from the new virtualenv and the site's directory:
+
+- embedded: stock `daphne mysite.asgi:application` and `celery -A mysite
+  worker`, with the broker on Redis, and again on RabbitMQ with `rpc://`
+  results (skipped, saying why, when RabbitMQ does not answer);
+- status server: the host site under `runserver` (WSGI: it serves no
+  WebSocket) and its worker, and TaskPulse as a separate service, both this
+  repository's `project/` and the doc's own-settings service, sharing only
+  Redis and TASKPULSE_TOKEN_KEY (each side has its own SECRET_KEY).
+
+Every run has its own Redis key prefix and Celery queue (and RabbitMQ
+queue), deleted afterwards; every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import websockets
+
+from tests import processes
+from tests.client import Http, Ws, connect
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ROOT = processes.ROOT
+DOC = ROOT / "docs" / "INTEGRATION.md"
+HOST_APP = ROOT / "tests" / "adoption" / "jobs"
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+COMMAND_TIMEOUT = 180.0  # one command: pip install, startproject, collectstatic, ...
+WATCH_TIMEOUT = 45.0  # from subscribing to every watched task's final frame
+
+# What is left out of the copy of this checkout the wheel is built from: the
+# build then never writes into the shared work tree.
+NOT_SOURCE = (".git", ".venv", "*_cache", ".grimp_cache", "__pycache__", "*.egg-info",
+              "build", "dist", "node_modules", "test-results", "tests", "bench")
+# Variables of this test process that must not leak into the host site's
+# processes (conftest.py points DJANGO_SETTINGS_MODULE at project.settings).
+PRIVATE_ENV = ("DJANGO_", "TASKPULSE_", "PROGRESS_", "CELERY_", "REDIS_", "PYTHON",
+               "VIRTUAL_ENV", "PYTEST_")
+
+# The doc's code blocks, by the name in their `<!-- adoption: NAME -->` marker.
+CELERY_APP = "mysite/celery.py"
+CELERY_INIT = "mysite/__init__.py"
+CELERY_SETTINGS = "mysite/settings.py (Celery)"
+EMBEDDED_SETTINGS = "mysite/settings.py (embedded)"
+STATUS_SETTINGS = "mysite/settings.py (status server)"
+STATIC_SETTINGS = "mysite/settings.py (static)"
+ASGI = "mysite/asgi.py"
+URLS = "mysite/urls.py"
+TUTORIAL_TASKS = "imports/tasks.py"
+SERVICE_FILES = ("taskpulse_server/settings.py", "taskpulse_server/urls.py",
+                 "taskpulse_server/asgi.py")
+BLOCK_NAMES = {CELERY_APP, CELERY_INIT, CELERY_SETTINGS, EMBEDDED_SETTINGS, STATUS_SETTINGS,
+               STATIC_SETTINGS, ASGI, URLS, TUTORIAL_TASKS, *SERVICE_FILES}
+
+BLOCK = re.compile(
+    r"^(?P<indent>[ ]*)<!-- adoption: (?P<name>[^>]+?) -->\n"
+    r"(?P=indent)```[a-z]*\n(?P<body>.*?)^(?P=indent)```[ ]*$",
+    re.MULTILINE | re.DOTALL)
+ELEMENT = re.compile(r'<task-progress task-id="(?P<task_id>[^"]+)" token="(?P<token>[^"]+)"')
+
+
+def doc_blocks() -> dict[str, str]:
+    """docs/INTEGRATION.md's marked code blocks, unindented, by name."""
+    blocks: dict[str, str] = {}
+    for match in BLOCK.finditer(DOC.read_text()):
+        indent = match["indent"]
+        lines = match["body"].splitlines()
+        assert all(line.startswith(indent) or not line.strip() for line in lines), match["name"]
+        assert match["name"] not in blocks, f"two blocks named {match['name']!r}"
+        blocks[match["name"]] = "\n".join(line[len(indent):] for line in lines) + "\n"
+    return blocks
+
+
+# -- processes ------------------------------------------------------------------
+
+
+@dataclass
+class SiteProc(processes.Proc):
+    """A child process run in a directory of its own (the site's, the service's)."""
+
+    cwd: Path = ROOT
+
+    def start(self) -> SiteProc:
+        self.lines.clear()
+        self.ready_event.clear()
+        self.popen = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+
+def clean_env(bin_dir: Path | None = None, /, **extra: str) -> dict[str, str]:
+    """This process's environment without its Django/TaskPulse/Celery variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV)}
+    if bin_dir is not None:
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str],
+        timeout: float = COMMAND_TIMEOUT) -> str:
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, (
+        f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def amqp_reachable(url: str) -> bool:
+    parsed = urllib.parse.urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), 2):
+            return True
+    except OSError:
+        return False
+
+
+def delete_amqp_queue(url: str, name: str) -> None:
+    """The run's queue and its exchange (Celery names both after the default queue)."""
+    from kombu import Connection, Exchange, Queue
+
+    with Connection(url, connect_timeout=5) as conn:
+        Queue(name).bind(conn.default_channel).delete()
+        Exchange(name).bind(conn.default_channel).delete()
+
+
+def delete_redis_data(client: redis.Redis, prefix: str, task_ids: list[str]) -> None:
+    """TaskPulse's keys, the Celery queue and bindings named after `prefix`, and the
+    Celery results of the tasks this run started."""
+    processes.delete_prefixed(client, prefix)
+    for task_id in task_ids:
+        client.delete(f"celery-task-meta-{task_id}")
+    for key in client.scan_iter(match="_kombu.binding.*"):
+        if client.type(key) == b"set":
+            for member in client.smembers(key):
+                if prefix.encode() in member:
+                    client.srem(key, member)
+
+
+# -- the wheel, the virtualenv, the site -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Venv:
+    path: Path
+
+    @property
+    def bin(self) -> Path:
+        return self.path / "bin"
+
+    def exe(self, name: str) -> str:
+        return str(self.bin / name)
+
+    @property
+    def python(self) -> str:
+        return self.exe("python")
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The wheel of this checkout, built as a user builds it (pip, isolated build)."""
+    source = tmp_path_factory.mktemp("source") / "taskpulse"
+    out = tmp_path_factory.mktemp("wheelhouse")
+    try:
+        shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+        run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out),
+             str(source)], cwd=out, env=clean_env())
+        wheels = sorted(out.glob("taskpulse-*.whl"))
+        assert len(wheels) == 1, wheels
+        yield wheels[0]
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def host_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
+    """A fresh virtualenv with `taskpulse[celery]` installed from the wheel (pip's cache
+    makes the dependencies quick); one per test session, deleted after it."""
+    venv = Venv(tmp_path_factory.mktemp("venv") / "env")
+    try:
+        run([sys.executable, "-m", "venv", str(venv.path)], cwd=venv.path.parent,
+            env=clean_env())
+        run([venv.python, "-m", "pip", "install", "--quiet", f"{wheel}[celery]"],
+            cwd=venv.path.parent, env=clean_env(venv.bin))
+        yield venv
+    finally:
+        shutil.rmtree(venv.path.parent, ignore_errors=True)
+
+
+def settings_block(values: dict[str, object]) -> str:
+    """What the test adds after the doc's settings: the site's own apps, and this run's
+    private Redis prefix, queue and broker (all literal values)."""
+    lines = ["# tests/test_adoption.py: the site's own apps; this run's Redis prefix,",
+             "# Celery queue and broker.",
+             'INSTALLED_APPS += ["jobs", "imports"]']
+    lines += [f"{name} = {value!r}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def make_site(venv: Venv, parent: Path, mode: str, values: dict[str, object]) -> Path:
+    """`django-admin startproject mysite`, then docs/INTEGRATION.md's steps for `mode`
+    ("embedded" or "status server"), then the host app `jobs`; the site's directory."""
+    blocks = doc_blocks()
+    site = parent / "site"
+    site.mkdir()
+    run([venv.exe("django-admin"), "startproject", "mysite", str(site)], cwd=parent,
+        env=clean_env(venv.bin))
+    package = site / "mysite"
+    # Celery's "First steps with Django": the app and its import in __init__.py.
+    (package / "celery.py").write_text(blocks[CELERY_APP])
+    (package / "__init__.py").write_text(blocks[CELERY_INIT])
+    settings = package / "settings.py"
+    mode_block = EMBEDDED_SETTINGS if mode == "embedded" else STATUS_SETTINGS
+    added = [blocks[CELERY_SETTINGS], blocks[mode_block], blocks[STATIC_SETTINGS],
+             settings_block(values)]
+    settings.write_text(settings.read_text() + "\n\n" + "\n\n".join(added))
+    if mode == "embedded":
+        (package / "asgi.py").write_text(blocks[ASGI])
+        (package / "urls.py").write_text(blocks[URLS])
+    with (package / "urls.py").open("a") as urls:
+        urls.write("\n# tests/test_adoption.py: the site's own views.\n"
+                   "from django.urls import include, path  # noqa: E402\n\n"
+                   'urlpatterns += [path("jobs/", include("jobs.urls"))]\n')
+    for source in HOST_APP.rglob("*"):
+        if source.is_file():
+            target = site / "jobs" / source.relative_to(HOST_APP)
+            target = target.with_name(target.name.removesuffix("-tpl"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    (site / "imports").mkdir()
+    (site / "imports" / "__init__.py").write_text("")
+    (site / "imports" / "tasks.py").write_text(blocks[TUTORIAL_TASKS])
+    return site
+
+
+def worker_proc(venv: Venv, site: Path, env: dict[str, str], prefix: str) -> SiteProc:
+    argv = [venv.exe("celery"), "-A", "mysite", "worker", "--pool", "solo", "-l", "info",
+            "-n", f"{prefix}-w@%h", "--without-mingle", "--without-gossip"]
+    return SiteProc(f"worker:{prefix}", argv, env, ready_marker=" ready.", cwd=site)
+
+
+@dataclass
+class Running:
+    """A host site with its web process and worker running."""
+
+    site: Path
+    venv: Venv
+    env: dict[str, str]
+    prefix: str
+    port: int
+    web: SiteProc
+    worker: SiteProc
+    task_ids: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+
+    def http(self) -> Http:
+        return Http(self.base)
+
+    def start(self, kind: str, **params: object) -> tuple[str, str]:
+        """Start one of the host's tasks through its own view: (task id, token)."""
+        status, body = self.http().request(
+            "GET", f"/jobs/start/{kind}/?{urllib.parse.urlencode(params)}")
+        assert status == 200, (status, body, self.web.output())
+        self.task_ids.append(body["task_id"])
+        return str(body["task_id"]), str(body["token"])
+
+    def page(self, kind: str, host: str = "127.0.0.1", **params: object) -> tuple[str, str, str]:
+        """Render the host's page for a new task: (html, task id, token of its element)."""
+        status, body = Http(f"http://{host}:{self.port}").request(
+            "GET", f"/jobs/page/{kind}/?{urllib.parse.urlencode(params)}")
+        html = body.decode() if isinstance(body, bytes) else str(body)
+        assert status == 200, (status, html[:2000])
+        element = ELEMENT.search(html)
+        assert element, html
+        self.task_ids.append(element["task_id"])
+        return html, element["task_id"], element["token"]
+
+    def manage(self, *args: str, **env: str) -> str:
+        return run([self.venv.python, "manage.py", *args], cwd=self.site,
+                   env={**self.env, **env})
+
+    def stop(self) -> None:
+        self.web.stop()
+        self.worker.stop()
+
+
+def start_running(running: Running, ready_path: str) -> None:
+    """Start the worker and the web process; return once both are ready."""
+    running.worker.start()
+    running.web.start()
+    running.worker.wait_marker()
+    processes.wait_http_ok(f"{running.base}{ready_path}", proc=running.web)
+
+
+# -- watching over a WebSocket ----------------------------------------------------
+
+
+async def watch(ws: Ws, tasks: dict[str, str],
+                timeout: float = WATCH_TIMEOUT) -> dict[str, list[dict[str, Any]]]:
+    """Subscribe to every task (id -> token); each one's frames up to its final one."""
+    frames: dict[str, list[dict[str, Any]]] = {task_id: [] for task_id in tasks}
+    for task_id, token in tasks.items():
+        await ws.subscribe(task_id, token)
+    pending = set(tasks)
+    async with asyncio.timeout(timeout):
+        while pending:
+            frame = await ws.recv(timeout)
+            about = frame.get("task_id")
+            if about in frames:
+                frames[about].append(frame)
+                assert frame["type"] != "error", frame
+                if frame.get("final"):
+                    pending.discard(about)
+    return frames
+
+
+def check_stream(frames: list[dict[str, Any]], final_state: str) -> dict[str, Any]:
+    """PROTOCOL.md §4: a snapshot, then events with contiguous seqs in one epoch, ending
+    in the final state. The final frame."""
+    assert frames, "no frame"
+    assert frames[0]["type"] == "snapshot", frames[0]
+    assert [f["type"] for f in frames[1:]] == ["event"] * (len(frames) - 1), frames
+    seqs = [f["seq"] for f in frames]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    assert len({f["epoch"] for f in frames}) == 1, frames
+    final = frames[-1]
+    assert final["final"] is True and final["state"] == final_state, final
+    assert not any(f["final"] for f in frames[:-1]), frames
+    return final
+
+
+def progress_events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f["progress"] for f in frames if f["type"] == "event" and f["state"] == "PROGRESS"]
+
+
+def check_progress(frames: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:
+    """PROGRESS events arrived live, counting up to `total` of `total`."""
+    events = progress_events(frames)
+    assert events, f"no PROGRESS event: {frames}"
+    currents = [p["current"] for p in events]
+    assert currents == sorted(currents) and currents[-1] == total, events
+    assert all(p["total"] == total for p in events), events
+    assert events[-1]["percent"] == 100.0, events
+    return events
+
+
+# -- the wheel ---------------------------------------------------------------------
+
+
+def test_doc_blocks_are_complete_python() -> None:
+    """docs/INTEGRATION.md has every block this test applies, each valid Python."""
+    blocks = doc_blocks()
+    assert set(blocks) == BLOCK_NAMES, sorted(blocks)
+    for name, code in blocks.items():
+        compile(code, f"docs/INTEGRATION.md: {name}", "exec")
+
+
+def test_wheel_installs_the_app_and_nothing_named_project(host_venv: Venv,
+                                                          tmp_path: Path) -> None:
+    """The installed distribution: progress (templates, tags, static files, py.typed)
+    and consumers; no `project`, `tests` or `bench`."""
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = Path(run([host_venv.python, "-c", code], cwd=tmp_path,
+                       env=clean_env(host_venv.bin)).strip())
+    assert purelib != Path(sysconfig.get_paths()["purelib"])
+    for name in ("project", "tests", "bench"):
+        assert not (purelib / name).exists(), f"{name} is installed in {purelib}"
+    for path in ("progress/py.typed", "consumers/py.typed", "consumers/serve.py",
+                 "progress/urls.py", "progress/templatetags/taskpulse.py",
+                 "progress/templates/progress/task_progress.html",
+                 "progress/static/taskpulse/task-progress.js",
+                 "progress/static/taskpulse/client.js",
+                 "progress/static/taskpulse/taskpulse.css"):
+        assert (purelib / path).is_file(), f"{path} is not installed"
+    found = run([host_venv.python, "-c",
+                 "import importlib.util as u; print(u.find_spec('project'))"],
+                cwd=tmp_path, env=clean_env(host_venv.bin))
+    assert found.strip() == "None"
+
+
+# -- embedded: the host site serves the WebSocket under stock daphne --------------
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def embedded(request: pytest.FixtureRequest, host_venv: Venv,
+             tmp_path_factory: pytest.TempPathFactory,
+             redis_client: redis.Redis) -> Iterator[Running]:
+    """The embedded site under stock daphne and its Celery worker: the broker on Redis
+    (results in Redis), or on RabbitMQ with `rpc://` results."""
+    broker = str(request.param)
+    if broker == "rabbitmq" and not amqp_reachable(AMQP_URL):
+        pytest.skip(f"RabbitMQ is not reachable at {AMQP_URL} (set TEST_AMQP_URL to test "
+                    "the embedded site with an AMQP broker and rpc:// results)")
+    prefix = f"tpadopt{secrets.token_hex(3)}"
+    values: dict[str, object] = {
+        "TASKPULSE_REDIS_URL": REDIS_URL,
+        "PROGRESS_KEY_PREFIX": prefix,
+        "CELERY_TASK_DEFAULT_QUEUE": prefix,
+        "CELERY_BROKER_URL": REDIS_URL if broker == "redis" else AMQP_URL,
+        "CELERY_RESULT_BACKEND": REDIS_URL if broker == "redis" else "rpc://",
+    }
+    site = make_site(host_venv, tmp_path_factory.mktemp(f"embedded-{broker}"), "embedded",
+                     values)
+    env = clean_env(host_venv.bin)
+    port = processes.free_port()
+    web = SiteProc(f"daphne:{port}", [host_venv.exe("daphne"), "-b", "127.0.0.1", "-p",
+                                      str(port), "mysite.asgi:application"], env, cwd=site)
+    running = Running(site, host_venv, env, prefix, port, web,
+                      worker_proc(host_venv, site, env, prefix))
+    try:
+        start_running(running, "/progress/healthz")
+        yield running
+    finally:
+        running.stop()
+        delete_redis_data(redis_client, prefix, running.task_ids)
+        if broker == "rabbitmq":
+            delete_amqp_queue(AMQP_URL, prefix)
+
+
+async def test_embedded_tasks_stream_to_their_final_states(embedded: Running) -> None:
+    """(a) update_state(PROGRESS) only, (b) track(self), (c) a task that raises, and the
+    doc's own tutorial task: each streamed live over one WebSocket to its final state."""
+    tutorial = embedded.start("tutorial", steps=5, delay=0.2)
+    tracked = embedded.start("tracked", steps=5, delay=0.2)
+    failing = embedded.start("failing", steps=5, delay=0.2, fail_at=3)
+    doc = embedded.start("doc", steps=50)
+    async with connect(embedded.ws) as conn:
+        frames = await watch(Ws(conn), dict([tutorial, tracked, failing, doc]))
+
+    final = check_stream(frames[tutorial[0]], "SUCCESS")
+    assert final["result"] == {"steps": 5}
+    check_progress(frames[tutorial[0]], total=5)
+
+    final = check_stream(frames[tracked[0]], "SUCCESS")
+    assert final["result"] == {"steps": 5}
+    assert check_progress(frames[tracked[0]], total=5)[-1]["message"] == "step 5 of 5"
+
+    final = check_stream(frames[failing[0]], "FAILURE")
+    assert final["error"]["type"] == "ValueError", final
+    assert final["error"]["message"] == "failed at step 3", final
+    assert final["result"] is None
+
+    final = check_stream(frames[doc[0]], "SUCCESS")
+    assert final["result"] == {"rows": 50}
+    assert (final["progress"]["current"], final["progress"]["total"]) == (50, 50), final
+
+
+def test_embedded_http_api_under_the_host_prefix(embedded: Running) -> None:
+    """/progress/tasks/<id>/ answers with a token (?token= or Bearer) and refuses
+    without; /progress/healthz; nothing is startable over HTTP, the demo task least."""
+    task_id, token = embedded.start("tracked", steps=2, delay=0.05)
+    _other_id, other_token = embedded.start("tracked", steps=1, delay=0)
+    http = embedded.http()
+    path = f"/progress/tasks/{task_id}/"
+    deadline = time.monotonic() + WATCH_TIMEOUT
+    while True:  # polled here only to reach the final state; browsers are pushed to
+        status, body = http.request("GET", f"{path}?token={token}")
+        assert status == 200, body
+        if body["final"]:
+            break
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+    assert body["task_id"] == task_id and body["state"] == "SUCCESS", body
+    assert body["result"] == {"steps": 2}
+
+    status, by_header = http.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    assert status == 200 and by_header == body
+    status, refused = http.request("GET", path)
+    assert status == 403 and refused["error"]["code"] == "forbidden", refused
+    status, refused = http.request("GET", f"{path}?token={other_token}")
+    assert status == 403 and refused["error"]["code"] == "forbidden", refused
+    status, unmounted = http.request("GET", f"/api/tasks/{task_id}/?token={token}")
+    assert status == 404, unmounted
+
+    status, health = http.request("GET", "/progress/healthz")
+    assert status == 200 and health["status"] == "ok", health
+
+    http.request("GET", "/jobs/ping/")  # the CSRF cookie, as a page of the site sets it
+    headers = {"Content-Type": "application/json", "X-CSRFToken": http.csrf()}
+    for name in ("demo.count", "jobs.tasks.tutorial"):
+        status, started = http.request("POST", "/progress/tasks/",
+                                       {"task": name, "kwargs": {}}, headers)
+        assert status == 404, (name, status, started)
+        assert started["error"]["code"] == "unknown_task", started
+
+
+async def test_embedded_page_shows_a_bar_the_browser_can_open(embedded: Running) -> None:
+    """`{% taskpulse_scripts %}` and `{% task_progress result %}` render the element with
+    a token; a browser on the site's own origin opens the WebSocket with it and sees the
+    task finish; a page on another origin is refused (403)."""
+    html, task_id, token = embedded.page("tracked", steps=3, delay=0.1)
+    assert '<script type="module" src="/static/taskpulse/task-progress.js"></script>' in html
+    assert '<link rel="stylesheet" href="/static/taskpulse/taskpulse.css">' in html
+    async with connect(embedded.ws, origin=embedded.base) as conn:
+        frames = await watch(Ws(conn), {task_id: token})
+    final = check_stream(frames[task_id], "SUCCESS")
+    assert final["result"] == {"steps": 3}
+
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(embedded.ws, origin="http://evil.example.test"):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+def test_embedded_collectstatic_collects_the_element(embedded: Running) -> None:
+    """`manage.py collectstatic --noinput` (STATIC_ROOT from the doc) copies the element,
+    the client and the stylesheet from the installed app."""
+    embedded.manage("collectstatic", "--noinput")
+    collected = embedded.site / "staticfiles" / "taskpulse"
+    for name in ("task-progress.js", "client.js", "subscription.js", "taskpulse.css"):
+        assert (collected / name).is_file(), f"{name} not collected: {sorted(collected.iterdir())}"
+
+
+# -- status server: the host site stays WSGI; TaskPulse is a separate service ------
+
+SERVICE_ORIGIN_HOST = "localhost"  # the host site's pages are served as http://localhost:PORT
+
+
+@pytest.fixture(scope="module")
+def status_host(host_venv: Venv, tmp_path_factory: pytest.TempPathFactory,
+                redis_client: redis.Redis) -> Iterator[tuple[Running, str]]:
+    """The host site set up as docs/INTEGRATION.md's status-server steps say, under
+    `manage.py runserver` (no daphne: it serves no WebSocket), and its worker; with
+    the shared token key."""
+    prefix = f"tpadopt{secrets.token_hex(3)}"
+    token_key = secrets.token_urlsafe(50)
+    values: dict[str, object] = {
+        "TASKPULSE_REDIS_URL": REDIS_URL,
+        "PROGRESS_KEY_PREFIX": prefix,
+        "CELERY_TASK_DEFAULT_QUEUE": prefix,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "CELERY_RESULT_BACKEND": REDIS_URL,
+    }
+    site = make_site(host_venv, tmp_path_factory.mktemp("status-host"), "status server",
+                     values)
+    env = clean_env(host_venv.bin, TASKPULSE_TOKEN_KEY=token_key)
+    port = processes.free_port()
+    web = SiteProc(f"runserver:{port}", [host_venv.python, "manage.py", "runserver",
+                                         "--noreload", f"127.0.0.1:{port}"], env, cwd=site)
+    running = Running(site, host_venv, env, prefix, port, web,
+                      worker_proc(host_venv, site, env, prefix))
+    try:
+        start_running(running, "/jobs/ping/")
+        yield running, token_key
+    finally:
+        running.stop()
+        delete_redis_data(redis_client, prefix, running.task_ids)
+
+
+@dataclass
+class Service:
+    proc: SiteProc
+    port: int
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(params=["project", "own-settings"])
+def status_service(request: pytest.FixtureRequest, status_host: tuple[Running, str],
+                   host_venv: Venv, tmp_path: Path) -> Iterator[Service]:
+    """TaskPulse as its own service on the host's Redis and prefix, with the shared token
+    key and its own SECRET_KEY: this repository's project/ (from this checkout's venv),
+    or the doc's three-file settings package (from the wheel's venv)."""
+    host, token_key = status_host
+    port = processes.free_port()
+    common = {
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),  # not the host's
+        "TASKPULSE_TOKEN_KEY": token_key,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",  # the service's own name
+        "TASKPULSE_ALLOWED_ORIGINS": SERVICE_ORIGIN_HOST,  # the host site's pages
+        "REDIS_URL": REDIS_URL,
+        "TASKPULSE_PREFIX": host.prefix,
+    }
+    listen = ["--bind", "127.0.0.1", "--port", str(port)]
+    if request.param == "project":
+        argv = [sys.executable, "-m", "consumers.serve", "project.asgi:application", *listen]
+        env, cwd = clean_env(DJANGO_DEBUG="1", **common), ROOT
+        health = "/healthz"
+    else:
+        blocks = doc_blocks()
+        package = tmp_path / "taskpulse_server"
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        for name in SERVICE_FILES:
+            (tmp_path / name).write_text(blocks[name])
+        argv = [host_venv.python, "-m", "consumers.serve", "taskpulse_server.asgi:application",
+                *listen]
+        env, cwd = clean_env(host_venv.bin, **common), tmp_path
+        health = "/api/healthz"
+    proc = SiteProc(f"service:{request.param}:{port}", argv, env, cwd=cwd).start()
+    try:
+        processes.wait_http_ok(f"http://127.0.0.1:{port}{health}", proc=proc)
+        yield Service(proc, port)
+    finally:
+        proc.stop()
+
+
+async def test_status_server_streams_the_hosts_task(status_host: tuple[Running, str],
+                                                    status_service: Service) -> None:
+    """A page of the host site (its token signed with the shared key) watches the task the
+    host's worker runs, over the separate service, from the host's origin, to SUCCESS;
+    the service's HTTP API accepts the same token. Another origin is refused, and so
+    is a token signed with another key."""
+    host, _token_key = status_host
+    html, task_id, token = host.page("tracked", host=SERVICE_ORIGIN_HOST, steps=5, delay=0.2)
+    assert "/static/taskpulse/task-progress.js" in html
+    status, script = Http(f"http://{SERVICE_ORIGIN_HOST}:{host.port}").request(
+        "GET", "/static/taskpulse/task-progress.js")  # runserver serves the app's static files
+    assert status == 200 and b"task-progress" in script
+
+    origin = f"http://{SERVICE_ORIGIN_HOST}:{host.port}"
+    async with connect(status_service.ws, origin=origin) as conn:
+        frames = await watch(Ws(conn), {task_id: token})
+    final = check_stream(frames[task_id], "SUCCESS")
+    assert final["result"] == {"steps": 5}
+    check_progress(frames[task_id], total=5)
+
+    status, body = Http(status_service.base).request(
+        "GET", f"/api/tasks/{task_id}/", headers={"Authorization": f"Bearer {token}"})
+    assert status == 200 and body["state"] == "SUCCESS" and body["seq"] == final["seq"], body
+
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(status_service.ws, origin="http://evil.example.test"):
+            pass
+    assert refused.value.response.status_code == 403
+
+    # The host without the shared key (its SECRET_KEY, say) signs tokens the service refuses.
+    issue = f"from progress.tokens import issue_token; print(issue_token({task_id!r}))"
+    wrong = host.manage("shell", "-c", issue, TASKPULSE_TOKEN_KEY=secrets.token_urlsafe(50))
+    wrong = wrong.strip().splitlines()[-1]
+    async with connect(status_service.ws, origin=origin) as conn:
+        ws = Ws(conn)
+        await ws.subscribe(task_id, wrong)
+        error = await ws.recv()
+    assert error["type"] == "error" and error["code"] == "forbidden", error
+    assert error.get("task_id") == task_id
