@@ -5,7 +5,12 @@
   with the project's layer (RedisPubSubChannelLayer) and channels_redis' default
   RedisChannelLayer,
 - a TaskPulse published call (`track(id).update(...)` with PROGRESS_MIN_INTERVAL=0),
-  without and with the AsyncResult mirror,
+  without and with the AsyncResult mirror (the default: written by the record
+  script in the same round trip), and with the mirror as a round trip of its own
+  (what the mirror costs where the result backend is not the record's Redis,
+  and what every mirrored call cost before),
+- Celery's `self.update_state(state="PROGRESS", meta=...)`: Celery's own (unwrapped)
+  call, and the call TaskPulse streams, every call published and at the defaults,
 - a TaskPulse throttled call (the default PROGRESS_MIN_INTERVAL=0.1), 1,000,000 in a loop.
 
 Within a round the fast cases take turns in slices of 50 calls, and the figures
@@ -24,14 +29,22 @@ from typing import Any
 
 from bench import report, stack
 
-TARGET_PUBLISHED_RATIO = 1.5
+TARGET_PUBLISHED_RATIO = 1.5  # without the mirror, and with it (the default)
+# A mirrored call before the mirror rode in the record script (this section, 2026-11-21):
+# a second EVALSHA, and Celery's meta rebuilt and re-encoded on every call.
+PREVIOUS_MIRROR_RATIO = 3.03
 TARGET_THROTTLED_SECONDS = 1.0  # for 1,000,000 calls
 THROTTLED_CALLS = 1_000_000
 NAIVE_CALLS = 200  # a few ms each: fewer calls, same number of rounds
 SLICE = 50  # calls per turn of the fast cases within a round
 SERVER_SAMPLE = 2000  # published calls timed by Redis itself
 REFERENCE = "raw round trip: redis-py PING"
-PUBLISHED = "TaskPulse published call"
+PUBLISHED = "TaskPulse published call, no mirror (PROGRESS_ASYNCRESULT=0)"
+MIRRORED = "TaskPulse published call + AsyncResult mirror, one round trip (default)"
+TWO_TRIPS = "TaskPulse published call + mirror as a 2nd round trip (the old path)"
+CELERY_UPDATE_STATE = "Celery's own update_state (no TaskPulse)"
+UPDATE_STATE = "update_state streamed by TaskPulse (PROGRESS_MIN_INTERVAL=0)"
+UPDATE_STATE_DEFAULT = "update_state streamed by TaskPulse (defaults)"
 THROTTLED = "TaskPulse throttled call (PROGRESS_MIN_INTERVAL=0.1)"
 
 
@@ -67,10 +80,12 @@ def one_round(cases: dict[str, Case], calls: int) -> dict[str, float]:
 def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
     import redis
     from asgiref.sync import async_to_sync
+    from celery import Task, current_app
     from channels.layers import get_channel_layer
     from channels_redis.core import RedisChannelLayer
     from django.test import override_settings
 
+    from progress.integrations.celery import interop
     from progress.publisher import forget, track
 
     client = redis.Redis.from_url(redis_url)
@@ -82,7 +97,10 @@ def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
         bare.send_command("PING")
         bare.read_response()
 
-    project_layer = get_channel_layer()
+    from consumers.channel_layer import ensure_alias
+
+    project_layer = get_channel_layer(ensure_alias())  # TaskPulse's own layer alias
+    assert project_layer is not None
     core_layer = RedisChannelLayer(hosts=[redis_url], prefix="tpbenchcore")
     message = {"type": "task.event", "task_id": "bench", "seq": 1, "data": "{}"}
     project_send = async_to_sync(project_layer.group_send)
@@ -92,6 +110,8 @@ def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
         published = track(f"bench-published-{uuid.uuid4()}")
     with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=True):
         mirrored = track(f"bench-mirrored-{uuid.uuid4()}")
+    with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=False):
+        two_trips = track(f"bench-two-trips-{uuid.uuid4()}")
     counter = {"i": 0}
 
     def publish_once() -> None:
@@ -102,6 +122,42 @@ def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
         counter["i"] += 1
         mirrored.update(counter["i"], total=10**9, message="bench")
 
+    def two_trips_once() -> None:
+        # The event, then the mirror's own EVALSHA: what a mirrored call does when the
+        # result backend is not the task's Redis server (and what each one did before).
+        counter["i"] += 1
+        two_trips.update(counter["i"], total=10**9, message="bench")
+        interop.store_progress(None, two_trips.task_id, {
+            "current": counter["i"], "total": 10**9, "percent": 0.0, "message": "bench",
+            "eta": None, "meta": {}})
+
+    # Real bound tasks of the host's app, each with a running request, as in a worker.
+    def body(self: Any) -> None:
+        return None
+
+    def bound_task(name: str, min_interval: float) -> Any:
+        task = current_app.task(bind=True, name=name)(body)
+        task.push_request(id=f"{name}-{uuid.uuid4()}")
+        with override_settings(PROGRESS_MIN_INTERVAL=min_interval):
+            track(task)  # its reporter, with this interval
+        return task
+
+    streamed = bound_task("bench.update_state", 0)
+    streamed_default = bound_task("bench.update_state_default", 0.1)
+    unwrapped = bound_task("bench.update_state_celery", 0)
+    celery_update_state = Task.update_state.__wrapped__  # type: ignore[attr-defined]
+
+    def update_state_once(task: Any) -> Callable[[], None]:
+        def call() -> None:
+            counter["i"] += 1
+            task.update_state(state="PROGRESS", meta={"current": counter["i"], "total": 10**9})
+        return call
+
+    def celery_update_state_once() -> None:
+        counter["i"] += 1
+        celery_update_state(unwrapped, state="PROGRESS",
+                            meta={"current": counter["i"], "total": 10**9})
+
     cases: dict[str, Case] = {
         REFERENCE: (client.ping, 0),
         "raw round trip: bare-socket PING": (bare_ping, 0),
@@ -110,12 +166,19 @@ def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
         "naive group_send, RedisChannelLayer": (
             lambda: core_send("task.bench", message), NAIVE_CALLS),
         PUBLISHED: (publish_once, 0),
-        "TaskPulse published call + AsyncResult mirror": (mirror_once, 0),
+        MIRRORED: (mirror_once, 0),
+        TWO_TRIPS: (two_trips_once, 0),
+        CELERY_UPDATE_STATE: (celery_update_state_once, 0),
+        UPDATE_STATE: (update_state_once(streamed), 0),
+        UPDATE_STATE_DEFAULT: (update_state_once(streamed_default), 0),
     }
 
     def cleanup() -> None:
-        forget(published.task_id)
-        forget(mirrored.task_id)
+        for reporter in (published, mirrored, two_trips):
+            forget(reporter.task_id)
+        for task in (streamed, streamed_default, unwrapped):
+            forget(task.request.id)
+            task.pop_request()
         bare.disconnect()
 
     return cases, cleanup
@@ -138,11 +201,13 @@ def throttled_seconds() -> float:
     return elapsed
 
 
-def server_side_us(client: Any, publish_once: Callable[[], Any]) -> float:
-    """µs Redis itself spends per EVALSHA of the record script (INFO commandstats)."""
+def server_side(client: Any, publish_once: Callable[[], Any]) -> tuple[float, float]:
+    """(µs Redis itself spends per EVALSHA of the record script, EVALSHA calls per
+    published call) from INFO commandstats: the private server runs nothing else."""
     client.config_resetstat()
     seconds_for(publish_once, SERVER_SAMPLE)
-    return float(client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+    stats = client.info("commandstats")["cmdstat_evalsha"]
+    return float(stats["usec_per_call"]), stats["calls"] / SERVER_SAMPLE
 
 
 def verdict(met: bool) -> str:
@@ -169,7 +234,8 @@ def main() -> None:
             for name, per_call in one_round(cases, opts.calls).items():
                 samples[name].append(per_call)
             throttled.append(throttled_seconds())
-        server_us = server_side_us(server.client(), cases[PUBLISHED][0])
+        server_us, _ = server_side(server.client(), cases[PUBLISHED][0])
+        mirror_us, mirror_calls = server_side(server.client(), cases[MIRRORED][0])
         cleanup()
 
     pings = samples[REFERENCE]
@@ -185,8 +251,17 @@ def main() -> None:
     ]
     throttled_s = report.median(throttled)
     published_ratio = ratio(PUBLISHED)
-    rounds_met = sum(v / p <= TARGET_PUBLISHED_RATIO
-                     for v, p in zip(samples[PUBLISHED], pings, strict=True))
+    mirrored_ratio = ratio(MIRRORED)
+
+    def rounds_met(name: str) -> int:
+        return sum(v / p <= TARGET_PUBLISHED_RATIO
+                   for v, p in zip(samples[name], pings, strict=True))
+
+    def versus(name: str, base: str) -> float:
+        return report.median([v / b for v, b in zip(samples[name], samples[base], strict=True)])
+
+    rows.append(["one-round-trip mirror vs the old 2nd round trip (per-round ratio)",
+                 "", versus(MIRRORED, TWO_TRIPS), "", ""])
     report.save_data("publisher", {"setup": setup, "samples_us": samples,
                                    "throttled_seconds": throttled, "rounds": opts.rounds})
     markdown = f"""## Publisher: the cost of one progress call
@@ -209,15 +284,35 @@ the per-round ratios).
   and the PUBLISH to the task's channel-layer group) on the worker's own
   connection; target ≤ {TARGET_PUBLISHED_RATIO}x the round trip — measured
   {published_ratio:.2f}x ({verdict(published_ratio <= TARGET_PUBLISHED_RATIO)}; within the
-  target in {rounds_met} of {opts.rounds} rounds).
+  target in {rounds_met(PUBLISHED)} of {opts.rounds} rounds).
+- With the AsyncResult mirror (`PROGRESS_ASYNCRESULT=1`, the default), the same
+  EVALSHA also writes Celery's result key (GET to keep a stored final state, SET with
+  expiry, PUBLISH for waiting `.get()` calls) when the result backend is the task's
+  own Redis server, as it is by default: {mirror_calls:.2f} EVALSHA per published call
+  (INFO commandstats), no other command. Target ≤ {TARGET_PUBLISHED_RATIO}x the round
+  trip — measured {mirrored_ratio:.2f}x
+  ({verdict(mirrored_ratio <= TARGET_PUBLISHED_RATIO)}; within the target in
+  {rounds_met(MIRRORED)} of {opts.rounds} rounds). The mirror as a second round trip
+  (its own EVALSHA after the event's: how every mirrored call was written before,
+  and still the path when the result backend is on another server; here with
+  Celery's meta built once per task, as now in both paths) costs
+  {ratio(TWO_TRIPS):.2f}x: the one-round-trip mirror takes
+  {versus(MIRRORED, TWO_TRIPS):.2f} of its time (the previous implementation, which also
+  rebuilt and re-encoded Celery's meta on every call, measured
+  {PREVIOUS_MIRROR_RATIO:.2f}x). Throttled calls never mirror.
 - Of a published call, Redis itself spends {server_us:.1f} µs running the record
-  script (INFO commandstats); the rest is the round trip and the worker's Python.
+  script, {mirror_us:.1f} µs with the mirror (INFO commandstats); the rest is the round
+  trip and the worker's Python.
+- `self.update_state(state="PROGRESS", meta={{"current", "total"}})`: Celery's own call
+  writes its result backend (a GET, then SET + PUBLISH in a pipeline: two round trips
+  through Celery's client), {ratio(CELERY_UPDATE_STATE):.2f}x the round trip. Streamed by
+  TaskPulse it also goes through the task's reporter (one EVALSHA when published, no
+  second backend write): {ratio(UPDATE_STATE):.2f}x with every call published,
+  {ratio(UPDATE_STATE_DEFAULT):.2f}x at the defaults (published at most every 0.1 s;
+  Celery's own write, on every call, is most of it).
 - Throttled call: {THROTTLED_CALLS:,} `update()` calls at the defaults took
   {throttled_s:.2f} s (median round); target ≤ {TARGET_THROTTLED_SECONDS:.0f} s
   ({verdict(throttled_s <= TARGET_THROTTLED_SECONDS)}).
-- With the AsyncResult mirror (`PROGRESS_ASYNCRESULT=1`, the default) a published call
-  also writes Celery's result key (one more round trip, on the publisher's own
-  connection when the result backend is the same Redis); throttled calls never do.
 - The naive paths open an event loop and a Redis connection per call.
 
 Command: `{report.command_line()}`"""

@@ -95,3 +95,52 @@ def fails_after(self: Any, steps: int = 3, delay: float = 0.05) -> None:
 def total(self: Any, results: list[dict[str, int]]) -> dict[str, int]:
     """A chord body: adds up the members' `steps`."""
     return {"steps": sum(r["steps"] for r in results)}
+
+
+# -- issue 10: Celery's own update_state, streamed --------------------------------
+
+
+@shared_task(bind=True, name="tests.tutorial")
+def tutorial(self: Any, steps: int = 10, delay: float = 0.05) -> dict[str, int]:
+    """The classic Celery progress recipe, unchanged: update_state(PROGRESS) only."""
+    for i in range(1, steps + 1):
+        time.sleep(delay)
+        self.update_state(state="PROGRESS", meta={"current": i, "total": steps})
+    return {"steps": steps}
+
+
+@shared_task(bind=True, name="tests.tutorial_described")
+def tutorial_described(self: Any, delay: float = 0.15) -> str:
+    """update_state with `description`, `message`, `percent` and keys of its own."""
+    self.update_state(state="PROGRESS",
+                      meta={"current": 1, "total": 4, "description": "copying", "phase": "copy"})
+    time.sleep(delay)
+    self.update_state(state="PROGRESS",
+                      meta={"current": 2, "total": 4, "message": "checking", "description": "x"})
+    time.sleep(delay)
+    self.update_state(state="PROGRESS", meta={"percent": 75})
+    time.sleep(delay)
+    return "ok"
+
+
+@shared_task(bind=True, name="tests.custom_state")
+def custom_state(self: Any, delay: float = 0.15) -> str:
+    """A state of the task's own between two PROGRESS updates."""
+    self.update_state(state="PROGRESS", meta={"current": 1, "total": 3})
+    time.sleep(delay)
+    self.update_state(state="UPLOADING", meta={"current": 2, "total": 3, "file": "a.csv"})
+    time.sleep(delay)
+    self.update_state(state="PROGRESS", meta={"current": 3, "total": 3})
+    time.sleep(delay)
+    return "ok"
+
+
+@shared_task(bind=True, name="tests.declares_failure")
+def declares_failure(self: Any) -> None:
+    """Celery's documented way to set a task's own outcome: update_state, then Ignore."""
+    from celery import states
+    from celery.exceptions import Ignore
+
+    self.update_state(state=states.FAILURE,
+                      meta={"exc_type": "ValueError", "exc_message": ["bad input"]})
+    raise Ignore()

@@ -18,7 +18,14 @@ from typing import Any
 from progress import conf, taskqueue
 from progress.publisher import throttle
 from progress.publisher.eta import RateEstimator
-from progress.store.records import EventDraft, PublishOutcome, percent_of, progress_fragment
+from progress.store.records import (
+    EventDraft,
+    PublishOutcome,
+    ResultWrite,
+    ResultWriteOffer,
+    percent_of,
+    progress_fragment,
+)
 from progress.wire.encoding import encode_json_value
 from progress.wire.states import State
 
@@ -65,12 +72,20 @@ class TaskProgress:
         self._cancelled = False
         self._closed = False
         self._name_sent = False
+        # The task system's result backend lacks the newest values (the mirror owes a write).
+        self._backend_behind = False
 
     # -- the task author's calls -------------------------------------------------
 
     def update(self, current: float | None = None, total: float | Keep | None = KEEP,
-               message: str | Keep | None = KEEP, meta: dict[str, Any] | None = None) -> None:
-        """Set absolute progress. Left out: keep. `total=None`: indeterminate."""
+               message: str | Keep | None = KEEP, meta: dict[str, Any] | None = None,
+               *, mirror: bool = True) -> None:
+        """Set absolute progress. Left out: keep. `total=None`: indeterminate.
+
+        `mirror=False`: the caller has written these values to the task system's
+        result backend itself (Celery's `update_state` does), so the AsyncResult
+        mirror skips them.
+        """
         with self._lock:
             if current is not None:
                 self.current = current
@@ -80,6 +95,7 @@ class TaskProgress:
                 self.message = message
             if meta is not None:
                 self.meta = _checked_meta(meta)
+            self._backend_behind = mirror
             self._changed()
 
     def advance(self, by: float = 1, message: str | Keep | None = KEEP,
@@ -91,6 +107,7 @@ class TaskProgress:
                 self.message = message
             if meta is not None:
                 self.meta = _checked_meta(meta)
+            self._backend_behind = True
             self._changed()
 
     def flush(self) -> None:
@@ -174,14 +191,28 @@ class TaskProgress:
         fraction = None if not total else max(0.0, min(1.0, current / total))
         # The name is sent once: the record keeps it, and encoding it per event is waste.
         name, self._name_sent = (None if self._name_sent else self.name), True
-        outcome = self._sink(
-            EventDraft(self.task_id, State.PROGRESS, name, progress_fragment=fragment), fraction)
-        if interop and self._interop:
+        write = None
+        if interop and self._interop and self._backend_behind:
+            self._backend_behind = False
+            write = self._mirror(current, total, message, eta)
+        outcome = self._sink(EventDraft(self.task_id, State.PROGRESS, name,
+                                        progress_fragment=fragment, result_write=write), fraction)
+        if outcome.cancel_requested:
+            self._cancelled = True
+
+    def _mirror(self, current: float, total: float | None, message: str | None,
+                eta: float | None) -> ResultWrite | None:
+        """Mirror the values into the task system's result backend (AsyncResult).
+
+        When that backend's key lives on the task's own Redis server, the task
+        system hands the write back (the offer), and it goes with the event: one
+        round trip for both. Otherwise the task system writes it itself, now.
+        """
+        with ResultWriteOffer(self.task_id) as offer:
             taskqueue.mirror_progress(self._task, self.task_id, {
                 "current": current, "total": total, "percent": percent_of(current, total),
                 "message": message, "eta": eta, "meta": self.meta})
-        if outcome.cancel_requested:
-            self._cancelled = True
+        return offer.write
 
     def _meta_json(self) -> str:
         return encode_json_value(self.meta, conf.meta_max_bytes()) if self.meta else "{}"

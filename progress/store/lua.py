@@ -124,6 +124,36 @@ local function record_event(rec, hist, index, task_id, state, final, name_in, pf
 end
 """
 
+# What Celery's RedisBackend.store_result does to a task's result key (SET with
+# expiry, PUBLISH on the key for waiting .get() calls, never overwriting a
+# stored SUCCESS), for the AsyncResult mirror (progress/integrations/celery/interop.py).
+# The stored status is read whatever the JSON spacing: from the leading
+# "status" member when there is one (Celery writes it first; a pattern, no
+# decoding), else with cjson. Unlike Celery it leaves FAILURE and REVOKED alone
+# too: a mirrored PROGRESS that waited in the worker's outbox while Redis was
+# away may arrive after the task ended.
+_STORE_RESULT = r"""
+local READY = {SUCCESS = true, FAILURE = true, REVOKED = true}
+local function stored_status(value)
+  local status = string.match(value, '^%s*{%s*"status"%s*:%s*"(%u+)"')
+  if status then return status end
+  local ok, meta = pcall(cjson.decode, value)
+  if ok and type(meta) == 'table' then return meta['status'] end
+  return nil
+end
+local function store_result(key, value, expires)
+  local cur = redis.call('GET', key)
+  if cur and READY[stored_status(cur)] then return 0 end
+  if expires ~= '0' and expires ~= '' then
+    redis.call('SET', key, value, 'EX', expires)
+  else
+    redis.call('SET', key, value)
+  end
+  redis.call('PUBLISH', key, value)
+  return 1
+end
+"""
+
 # Record one event and tell the caller whether a cancel was requested.
 # KEYS: record, history, running index
 # ARGV: task_id, group_channel, state, final("0"|"1"), name_json(""=keep),
@@ -132,10 +162,35 @@ end
 #       progress_fragment(""=keep), rest_fragment, epoch_candidate
 # (a task's events repeat the arguments up to ttl_seconds: progress/store/script_runner.py
 # packs them once).
+# With a fourth key, Celery's result key of the task, the same call also writes
+# it (the AsyncResult mirror, store_result above), whether or not the record took
+# the event: its value is ARGV[9] .. the event's progress as one JSON object
+# (`{"current", "total", "percent", "message", "eta", "meta"}`, cut from the
+# progress fragment) .. ARGV[10], its expiry ARGV[11] ("0" = none), and the
+# arguments that change with every event move up by three (ARGV[12..14]).
 # Returns {seq (0 when refused), cancel_requested (0|1), state after the call}
-PUBLISH = _RECORD_EVENT + """
-return record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[9],
-  ARGV[10], ARGV[11], ARGV[7], ARGV[8], ARGV[2], ARGV[6])
+PUBLISH = _RECORD_EVENT + _STORE_RESULT + """
+local v = 9
+if KEYS[4] then v = 12 end
+local pfrag = ARGV[v]
+local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5], pfrag,
+  ARGV[v + 1], ARGV[v + 2], ARGV[7], ARGV[8], ARGV[2], ARGV[6])
+-- pfrag is '"progress":{' .. progress members .. '},"eta":' .. eta and meta;
+-- `},"eta":` cannot occur earlier, inside a JSON string (its quotes are escaped there).
+local close = KEYS[4] and string.find(pfrag, '},"eta":', 13, true)
+if close then
+  store_result(KEYS[4], ARGV[9] .. '{' .. string.sub(pfrag, 13, close - 1) .. ',"eta":'
+    .. string.sub(pfrag, close + 8) .. '}' .. ARGV[10], ARGV[11])
+end
+return out
+"""
+
+# The AsyncResult mirror on its own, when the record is on another server than
+# Celery's results (progress/integrations/celery/interop.py).
+# KEYS: result key   ARGV: encoded meta (JSON), expiry seconds ("0" = none)
+# Returns 1 when written, 0 when a final state was stored there.
+MIRROR = _STORE_RESULT + """
+return store_result(KEYS[1], ARGV[1], ARGV[2])
 """
 
 # Read a record, and optionally the events after `since` from its history.

@@ -10,6 +10,7 @@ shard and run each call on the task's shard (progress/store/shards.py).
 import functools
 import math
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -28,6 +29,22 @@ EPOCH_BITS = 48
 
 
 @dataclass(frozen=True, slots=True)
+class ResultWrite:
+    """A write of the task's key in a result backend on the record's own Redis server
+    (Celery's result key, for the AsyncResult mirror), done by the record script in
+    the same round trip as the event: SET `before` + the event's progress as one JSON
+    object (`{"current", "total", "percent", "message", "eta", "meta"}`) + `after`,
+    with `expires` seconds (0: none), and PUBLISH it on the key, unless a final
+    state is stored there (progress/store/lua.py, store_result). `before` and
+    `after` are the same for every event of a task, so they are packed once."""
+
+    key: str
+    before: str
+    after: str
+    expires: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class EventDraft:
     """One state change as a publisher describes it, before Redis numbers it.
 
@@ -43,6 +60,8 @@ class EventDraft:
     error: ErrorInfo | None = None
     # Arm the stall deadline (STARTED): LOST unless heartbeats follow within this many s.
     stall_timeout: float | None = None
+    # Also write the task's result-backend key in the same round trip (the AsyncResult mirror).
+    result_write: ResultWrite | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +183,10 @@ class PublishArgs(NamedTuple):
     """The PUBLISH script's keys and arguments (progress/store/lua.py), split in two:
     `leading` is the same for every event of a task in one state, `varying`
     changes with each event; `shard` is where to run it. (A tuple: one is built
-    per published event.)"""
+    per published event.) A draft with a result write adds its key to `keys` and
+    its three arguments to `leading`."""
 
-    keys: tuple[str, str, str]
+    keys: tuple[str, ...]
     leading: tuple[str | int, ...]
     varying: tuple[str, str, str]
     shard: int = 0
@@ -190,8 +210,53 @@ def _publish_args(draft: EventDraft) -> PublishArgs:
         final_ttl if final else active_ttl,
     )
     rest = _rest_fragment(names.task_id_json, draft.result_json, draft.error)
-    return PublishArgs(names.keys, leading, (draft.progress_fragment or "", rest, new_epoch()),
-                       names.shard)
+    varying = (draft.progress_fragment or "", rest, new_epoch())
+    write = draft.result_write
+    if write is None:
+        return PublishArgs(names.keys, leading, varying, names.shard)
+    return PublishArgs((*names.keys, write.key),
+                       (*leading, write.before, write.after, write.expires), varying, names.shard)
+
+
+# -- carrying a result-backend write in the record script's round trip --------------
+
+
+class ResultWriteOffer:
+    """A publisher's offer, open (`with`) in its thread while it asks the task system to
+    mirror one progress event: a mirror whose write is to the key of a result backend
+    on the task's own Redis server hands it over (`carry`) instead of making a round
+    trip of its own, and the publisher sends it with the event
+    (EventDraft.result_write). A class rather than a @contextmanager generator:
+    it is opened on every mirrored call, and costs a fraction of one."""
+
+    __slots__ = ("_outer", "task_id", "write")
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.write: ResultWrite | None = None
+        self._outer: ResultWriteOffer | None = None
+
+    def carry(self, write: ResultWrite) -> None:
+        self.write = write
+
+    def __enter__(self) -> "ResultWriteOffer":
+        self._outer = getattr(_offers, "current", None)
+        _offers.current = self
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _offers.current = self._outer
+
+
+_offers = threading.local()
+
+
+def result_write_offer(task_id: str) -> ResultWriteOffer | None:
+    """The offer open in this thread for `task_id` and not taken yet, if any."""
+    offer: ResultWriteOffer | None = getattr(_offers, "current", None)
+    if offer is None or offer.task_id != task_id or offer.write is not None:
+        return None
+    return offer
 
 
 def _parse_publish(raw: list[Any]) -> PublishOutcome:

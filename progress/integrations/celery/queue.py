@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Task, current_app
@@ -15,9 +15,11 @@ class CeleryQueue(TaskQueue):
     name = "celery"
 
     def install(self) -> None:
-        from progress.integrations.celery import signals
+        from progress.integrations.celery import interop, signals
 
         signals.connect()
+        # Task.update_state is streamed like track(self).update() (docs/API.md).
+        interop.install()
 
     def owns(self, task: Any) -> bool:
         return isinstance(task, Task)
@@ -48,9 +50,21 @@ class CeleryQueue(TaskQueue):
         return member_group(task_id)
 
     def mirror_progress(self, task: Any, task_id: str, info: ProgressInfo) -> None:
-        from progress.integrations.celery.interop import store_progress
-
         # The task object is whatever track() got: a Celery task, a test double
         # with a backend, or None when only the id is known (the app's backend).
         if task is None or self.owns(task) or hasattr(task, "backend"):
-            store_progress(task, task_id, info)  # type: ignore[arg-type]
+            _store_progress()(task, task_id, info)
+
+
+_store_progress_fn: Callable[[Any, str, Any], None] | None = None
+
+
+def _store_progress() -> Callable[[Any, str, Any], None]:
+    """interop.store_progress, imported once (the mirror runs on every published call;
+    importing interop here at load time would import the publisher with the registry)."""
+    global _store_progress_fn
+    if _store_progress_fn is None:
+        from progress.integrations.celery.interop import store_progress
+
+        _store_progress_fn = store_progress
+    return _store_progress_fn
