@@ -203,3 +203,8 @@ def max_sockets() -> int:
 def max_sockets_per_client() -> int:
     """Open WebSockets one client address may hold in a process (0 = no limit)."""
     return int(_get("PROGRESS_MAX_SOCKETS_PER_CLIENT", DEFAULT_MAX_SOCKETS_PER_CLIENT))
+
+
+def message_max_chars() -> int:
+    """Characters of a progress message kept and sent; a longer one is cut, ending in "…"."""
+    return max(1, int(_get("PROGRESS_MESSAGE_MAX_CHARS", 1000)))

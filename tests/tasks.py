@@ -144,3 +144,12 @@ def declares_failure(self: Any) -> None:
     self.update_state(state=states.FAILURE,
                       meta={"exc_type": "ValueError", "exc_message": ["bad input"]})
     raise Ignore()
+
+
+@shared_task(bind=True, name="tests.surrogates")
+def surrogates(self: Any, fail: bool = False) -> str:
+    """Text no UTF-8 encoder takes (a lone surrogate) in a message, an error and a result."""
+    track(self, min_interval=0).update(1, total=1, message="half \ud800 a character")
+    if fail:
+        raise ValueError("bad \udc80 input")
+    return "done \ud800"

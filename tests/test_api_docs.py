@@ -85,10 +85,11 @@ def test_helpers_and_threads_example(redis_client: redis.Redis) -> None:
 
 
 def test_cancellation_example(redis_client: redis.Redis) -> None:
-    """A cancel requested before the first progress call ends the task REVOKED."""
+    """A cancel requested while the task runs, before its first progress call, ends it
+    REVOKED at that call."""
     task = example("def import_rows").import_rows
     task_id = f"docs-{uuid.uuid4()}"
-    store().publish(EventDraft(task_id, State.PENDING, name=task.name))
+    store().publish(EventDraft(task_id, State.STARTED, name=task.name))
     store().request_cancel(task_id)
     task.apply(args=(5,), task_id=task_id)
     final = final_object(task_id)

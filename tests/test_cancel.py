@@ -28,3 +28,47 @@ async def test_cancel_queued_task_is_revoked_at_once(stack: Stack) -> None:
     assert {"type": "cancelling", "task_id": task_id} in frames
     assert frames[-1]["state"] == "REVOKED" and frames[-1]["error"]["type"] == "TaskRevokedError"
     assert again["type"] == "error" and again["code"] == "not_cancellable"
+
+
+async def test_cancelling_a_group_cancels_its_members(stack: Stack) -> None:
+    """Cancel on a group's id stops every member: the running ones at their next progress
+    call, the queued ones at once; the group ends final with each member REVOKED."""
+    from progress.integrations.celery.groups import start_group
+    from progress.publisher import store
+    from progress.store.groups import member_ids
+    from tests.tasks import slow_steps
+
+    group_id = start_group([slow_steps.s(steps=200, delay=0.05) for _ in range(4)])
+    token = issue_token(group_id)
+    async with connect(stack.ws) as conn:
+        ws = Ws(conn)
+        await ws.subscribe(group_id, token)
+        await ws.recv()
+        await ws.send({"type": "cancel", "task_id": group_id, "token": token})
+        frames = await ws.frames_until_final(group_id, timeout=40)
+    assert {"type": "cancelling", "task_id": group_id} in frames
+    assert frames[-1]["final"] is True
+    members = member_ids(group_id)
+    assert len(members) == 4
+    for member in members:
+        snapshot = store().read(member).snapshot
+        assert snapshot is not None and '"state":"REVOKED"' in snapshot.json
+
+
+def test_a_repeated_cancel_revokes_nothing_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second cancel of a running task answers as the first but sends no revoke."""
+    from progress import taskqueue
+    from progress.control.cancel import CancelOutcome, cancel
+    from progress.publisher import publish, store
+    from progress.store.records import EventDraft
+    from progress.wire.states import State
+
+    revoked: list[str] = []
+    monkeypatch.setattr(taskqueue, "revoke",
+                        lambda task_id, terminate=False: revoked.append(task_id))
+    task_id = f"t-twice-{uuid.uuid4().hex[:6]}"
+    publish(EventDraft(task_id, State.STARTED, name="t"))
+    assert cancel(task_id) == (CancelOutcome.ACCEPTED, "STARTED")
+    assert cancel(task_id) == (CancelOutcome.ACCEPTED, "STARTED")
+    assert revoked == [task_id]
+    store().delete(task_id)

@@ -221,3 +221,20 @@ def test_a_replica_refusing_writes_buffers_events_until_it_is_master(
     finally:
         replica.stop()
         master.stop()
+
+
+def test_a_runaway_message_is_capped(store: Any, task_id: str) -> None:
+    """A progress message longer than PROGRESS_MESSAGE_MAX_CHARS is cut (it is kept in
+    every history entry), and lone surrogates in it are made safe, not fatal."""
+    from django.test import override_settings
+
+    from progress.publisher import track
+
+    with override_settings(PROGRESS_MESSAGE_MAX_CHARS=50, PROGRESS_MIN_INTERVAL=0):
+        track(task_id).update(1, total=2, message="x" * 10_000 + "\ud800")
+        track(task_id).update(2, total=2, message="bad \ud800 text")
+    found = store.read(task_id, 0)
+    assert found.missed is not None
+    first, second = (json.loads(event)["progress"]["message"] for event in found.missed)
+    assert len(first) == 50 and first.endswith("\u2026")
+    assert second == "bad \ufffd text"

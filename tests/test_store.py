@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from progress.store import keys
 from progress.store.connections import sync_client
-from progress.store.records import EventDraft, RecordStore, progress_fragment
+from progress.store.records import CancelRequest, EventDraft, RecordStore, progress_fragment
 from progress.wire.encoding import dumps
 from progress.wire.states import State
 from tests.conftest import REDIS_URL
@@ -152,9 +152,24 @@ def test_lifecycle_event_keeps_progress_verbatim(store: RecordStore, task_id: st
 def test_cancel_request_is_seen_by_next_publish(store: RecordStore, task_id: str) -> None:
     """A cancel flag set on a running task is returned to its next progress call."""
     store.publish(EventDraft(task_id, State.STARTED))
-    assert store.request_cancel(task_id) == "STARTED"
+    assert store.request_cancel(task_id) == CancelRequest("STARTED", first=True)
     assert store.publish(progress_draft(task_id, 1)).cancel_requested
-    assert store.request_cancel("no-such-task-xyz") is None
+    assert store.request_cancel(task_id) == CancelRequest("PROGRESS", first=False)
+    assert store.request_cancel("no-such-task-xyz") == CancelRequest(None, first=False)
+
+
+def test_cancel_of_a_queued_task_is_decided_in_the_script(store: RecordStore,
+                                                          task_id: str) -> None:
+    """A PENDING task is REVOKED by the cancel itself, so a STARTED that comes a moment
+    later is refused: watchers never see REVOKED and then the task running."""
+    store.publish(EventDraft(task_id, State.PENDING, name="t"))
+    assert store.request_cancel(task_id) == CancelRequest("REVOKED", first=True)
+    assert not store.publish(EventDraft(task_id, State.STARTED, name="t")).accepted
+    snap = store.read(task_id).snapshot
+    assert snap is not None
+    obj = json.loads(snap.json)
+    assert (obj["state"], obj["seq"], obj["error"]["type"]) == ("REVOKED", 2, "TaskRevokedError")
+    assert store.request_cancel(task_id) == CancelRequest("REVOKED", first=False)
 
 
 def test_store_takes_one_client_per_shard() -> None:

@@ -33,6 +33,9 @@ from progress.wire.states import State
 Sink = Callable[[EventDraft, "float | None"], PublishOutcome]
 
 
+ELLIPSIS = "\u2026"
+
+
 class TaskCancelled(Exception):
     """Raised by a progress call once someone cancelled the task.
 
@@ -182,8 +185,8 @@ class TaskProgress:
         self._next_due = now + self.interval
         self._dirty = False
         current, total, message = self.current, self.total, self.message
-        if message is not None and not isinstance(message, str):
-            message = str(message)
+        if message is not None:
+            message = _capped(message if isinstance(message, str) else str(message))
         self._rate.observe(now, current)
         eta = self._rate.eta(current, total)
         meta_json = self._meta_json()
@@ -220,6 +223,13 @@ class TaskProgress:
     def _raise_if_cancelled(self) -> None:
         if self._cancelled:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+
+def _capped(message: str) -> str:
+    # A message is kept in every history entry (PROGRESS_HISTORY_LENGTH of them)
+    # and sent to every watcher: a runaway one must not cost that many times over.
+    limit = conf.message_max_chars()
+    return message if len(message) <= limit else message[:limit - 1] + ELLIPSIS
 
 
 def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:

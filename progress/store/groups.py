@@ -126,6 +126,13 @@ def create_members(group_id: str, member_ids: Iterable[str], body_id: str | None
         pipe.execute()
 
 
+def member_ids(group_id: str) -> list[str]:
+    """The members of a watched group (empty when `group_id` is not one)."""
+    fields = sync_client(shards.shard_of(group_id)).hkeys(keys.group_members_key(group_id))
+    names = (f.decode() if isinstance(f, bytes) else str(f) for f in fields)
+    return [name[len(MEMBER_PREFIX):] for name in names if name.startswith(MEMBER_PREFIX)]
+
+
 _scripts: dict[int, Any] = {}  # shard -> MEMBER_EVENT on its client
 
 

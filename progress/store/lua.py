@@ -213,13 +213,28 @@ end
 return out
 """
 
-# Ask a task to stop: flag the record unless it is final.
-# KEYS: record   Returns the current state, or false when no record exists.
-REQUEST_CANCEL = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'final')
-if not r[1] then return false end
-if r[2] ~= '1' then redis.call('HSET', KEYS[1], 'cancel', '1') end
-return r[1]
+# Ask a task to stop, deciding on the state as it is now, in one step: a
+# queued (PENDING) task is recorded REVOKED here, so a worker that picks it up
+# a moment later finds a final record (its STARTED is refused) instead of
+# watchers seeing REVOKED for a task that then ran; a running one is flagged,
+# and its next progress call or heartbeat sees the flag.
+# KEYS: record, history, running index
+# ARGV: task_id, rest fragment of the REVOKED event, history_length, final_ttl, channel
+# Returns {state after the call ('' when no record exists), 1 when this call is the
+# first to ask for the task's cancellation else 0}
+REQUEST_CANCEL = _RECORD_EVENT + """
+local r = redis.call('HMGET', KEYS[1], 'state', 'final', 'cancel')
+if not r[1] then return {'', 0} end
+if r[2] == '1' then return {r[1], 0} end
+if r[1] == 'PENDING' then
+  redis.call('HSET', KEYS[1], 'cancel', '1')
+  local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], 'REVOKED', '1', '', '', ARGV[2],
+    '', ARGV[3], ARGV[4], ARGV[5], '')
+  return {out[3], 1}
+end
+if r[3] then return {r[1], 0} end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+return {r[1], 1}
 """
 
 # A worker's heartbeat for one running task: push its stall deadline out,

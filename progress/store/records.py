@@ -130,6 +130,18 @@ def new_epoch() -> str:
     return f"{random.getrandbits(EPOCH_BITS):012x}"
 
 
+CANCELLED_ERROR: ErrorInfo = {"type": "TaskRevokedError", "message": "task cancelled"}
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """What asking a task to stop found: its state after the call (None: no record),
+    and whether this was the first request (only then is the task system told)."""
+
+    state: str | None
+    first: bool
+
+
 def rest_fragment(task_id: str, result_json: str, error: ErrorInfo | None) -> str:
     """The event fields after the progress, stamped now (PROTOCOL.md §3 `updated_at`)."""
     return _rest_fragment(dumps(task_id), result_json, error)
@@ -316,10 +328,13 @@ class RecordStore:
                                      args=[-1 if since is None else since])
         return _parse_read(raw)
 
-    def request_cancel(self, task_id: str) -> str | None:
-        """Flag the task for cancellation; its state, or None when unknown."""
-        state = self._on(task_id).cancel(keys=[keys.record_key(task_id)])
-        return None if state is None else _text(state)
+    def request_cancel(self, task_id: str) -> CancelRequest:
+        """Ask the task to stop (lua.REQUEST_CANCEL): a queued task is REVOKED at once."""
+        state, first = self._on(task_id).cancel(
+            keys=[keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key()],
+            args=[task_id, rest_fragment(task_id, "null", CANCELLED_ERROR),
+                  conf.history_length(), conf.final_ttl(), keys.group_channel(task_id)])
+        return CancelRequest(_text(state) or None, bool(int(first)))
 
     def delete(self, task_id: str) -> None:
         self._on(task_id).client.delete(*_read_keys(task_id))
