@@ -51,8 +51,8 @@ def one_run(kind: str, port: int, pid: int, env: dict[str, str], sc: Scenario, r
             redis_pid: int | None = None, publisher: str = "api") -> dict[str, float]:
     from progress.publisher import publish
     from progress.store.records import EventDraft
-    from progress.wire.states import State
     from progress.tokens import issue_token
+    from progress.wire.states import State
 
     task_ids = [f"fan-{uuid.uuid4().hex}" for _ in range(sc.tasks)]
     for task_id in task_ids:

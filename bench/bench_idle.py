@@ -30,8 +30,8 @@ SETTLE_S = 3.0
 def make_tasks(n: int) -> list[tuple[str, str]]:
     from progress.publisher import publish
     from progress.store.records import EventDraft
-    from progress.wire.states import State
     from progress.tokens import issue_token
+    from progress.wire.states import State
 
     subs = []
     for _ in range(n):

@@ -24,8 +24,8 @@ def run_taskpulse(env: dict[str, str], port: int, pid: int, tasks: int,
                   seconds: float) -> dict[str, float]:
     from progress.publisher import publish
     from progress.store.records import EventDraft
-    from progress.wire.states import State
     from progress.tokens import issue_token
+    from progress.wire.states import State
 
     task_ids = [f"push-{uuid.uuid4().hex}" for _ in range(tasks)]
     for t in task_ids:

@@ -184,6 +184,74 @@ def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
     return cases, cleanup
 
 
+# -- one row per task system (issue 12) ---------------------------------------------
+
+SYSTEM_CELERY = "Celery task: track(self).update(), published (mirror on)"
+SYSTEM_DJANGO_Q = "Django-Q2 task: track().update(), published"
+SYSTEM_DJANGO_TASKS = "tasks-framework task: track(context).update(), published"
+SYSTEM_ROWS = (SYSTEM_CELERY, SYSTEM_DJANGO_Q, SYSTEM_DJANGO_TASKS)
+
+
+def build_system_cases() -> tuple[dict[str, Case], Callable[[], None]]:
+    """A published progress call (PROGRESS_MIN_INTERVAL=0, other settings at their
+    defaults) in a running task of each task system, reported the way its tasks
+    report: a bound Celery task with a running request (`track(self)`; its
+    AsyncResult mirror rides in the same round trip); a Django-Q2 task announced as
+    the integration's pre_execute hook announces it (`track()`); a tasks-framework
+    task announced as its task_started hook does, under an id of TaskPulse's while
+    the backend has its own (`track(context)`)."""
+    from dataclasses import dataclass
+
+    from celery import current_app
+    from django.test import override_settings
+
+    from progress.publisher import enter_task, forget, track
+
+    @dataclass
+    class Result:
+        id: str
+
+    @dataclass
+    class Context:  # what the framework passes a task with takes_context=True
+        task_result: Result
+
+    def body(self: Any) -> None:
+        return None
+
+    celery_task = current_app.task(bind=True, name="bench.system_celery")(body)
+    celery_task.push_request(id=f"bench-system-celery-{uuid.uuid4()}")
+    q_id, tasks_id = f"bench-system-q-{uuid.uuid4()}", f"bench-system-tasks-{uuid.uuid4()}"
+    with override_settings(PROGRESS_MIN_INTERVAL=0):
+        reporters = {SYSTEM_CELERY: track(celery_task)}
+        q_scope = enter_task(q_id, "bench.system_django_q", system_id=uuid.uuid4().hex)
+        reporters[SYSTEM_DJANGO_Q] = track()
+        tasks_scope = enter_task(tasks_id, "bench.system_django_tasks",
+                                 system_id=f"backend-{tasks_id}")
+        reporters[SYSTEM_DJANGO_TASKS] = track(Context(Result(f"backend-{tasks_id}")))
+    assert reporters[SYSTEM_DJANGO_Q].task_id == q_id
+    assert reporters[SYSTEM_DJANGO_TASKS].task_id == tasks_id
+    counter = {"i": 0}
+
+    def calling(name: str) -> Callable[[], None]:
+        update = reporters[name].update
+
+        def call() -> None:
+            counter["i"] += 1
+            update(counter["i"], total=10**9, message="bench")
+        return call
+
+    cases: dict[str, Case] = {name: (calling(name), 0) for name in SYSTEM_ROWS}
+
+    def cleanup() -> None:
+        tasks_scope.leave()
+        q_scope.leave()
+        for reporter in reporters.values():
+            forget(reporter.task_id)
+        celery_task.pop_request()
+
+    return cases, cleanup
+
+
 def throttled_seconds() -> float:
     """Seconds for THROTTLED_CALLS calls at the default interval (interop on: the default)."""
     from django.test import override_settings
@@ -228,6 +296,8 @@ def main() -> None:
         import project.celery  # noqa: F401  (the app whose result backend the mirror writes)
 
         cases, cleanup = build_cases(server.url)
+        system_cases, system_cleanup = build_system_cases()
+        cases.update(system_cases)
         samples: dict[str, list[float]] = {name: [] for name in cases}
         throttled: list[float] = []
         for _ in range(opts.rounds):
@@ -237,6 +307,7 @@ def main() -> None:
         server_us, _ = server_side(server.client(), cases[PUBLISHED][0])
         mirror_us, mirror_calls = server_side(server.client(), cases[MIRRORED][0])
         cleanup()
+        system_cleanup()
 
     pings = samples[REFERENCE]
     samples[THROTTLED] = [s * 1e6 / THROTTLED_CALLS for s in throttled]
@@ -310,6 +381,12 @@ the per-round ratios).
   second backend write): {ratio(UPDATE_STATE):.2f}x with every call published,
   {ratio(UPDATE_STATE_DEFAULT):.2f}x at the defaults (published at most every 0.1 s;
   Celery's own write, on every call, is most of it).
+- One row per task system, side by side in this run: the published call as a task of
+  each system makes it (`track(self)` in a Celery task, `track()` in a Django-Q2
+  task, `track(context)` in a tasks-framework task): {ratio(SYSTEM_CELERY):.2f}x,
+  {ratio(SYSTEM_DJANGO_Q):.2f}x and {ratio(SYSTEM_DJANGO_TASKS):.2f}x the round trip. Finding
+  the running task costs nothing per call (the reporter is looked up once); only Celery's
+  tasks have an AsyncResult to mirror into.
 - Throttled call: {THROTTLED_CALLS:,} `update()` calls at the defaults took
   {throttled_s:.2f} s (median round); target ≤ {TARGET_THROTTLED_SECONDS:.0f} s
   ({verdict(throttled_s <= TARGET_THROTTLED_SECONDS)}).

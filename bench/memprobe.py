@@ -35,7 +35,7 @@ def _toggle(signum: int, frame: FrameType | None) -> None:
 def run(server: str) -> None:
     signal.signal(signal.SIGUSR1, _toggle)
     if server == "daphne":
-        sys.argv = ["consumers.serve", *sys.argv[1:]]
+        sys.argv = ["consumers.serve", "project.asgi:application", *sys.argv[1:]]
         runpy.run_module("consumers.serve", run_name="__main__", alter_sys=True)
     else:
         sys.argv = ["uvicorn", "project.asgi:application", *sys.argv[1:]]

@@ -114,12 +114,29 @@ def uvicorn(env: dict[str, str], port: int) -> processes.Proc:
     return processes.Proc(f"uvicorn:{port}", argv, env)
 
 
+def stock_daphne(env: dict[str, str], port: int) -> processes.Proc:
+    """`daphne project.asgi:application`: daphne as installed, none of consumers/serve.py."""
+    argv = [str(processes.BIN / "daphne"), "--bind", "127.0.0.1", "--port", str(port),
+            processes.ASGI_APPLICATION]
+    return processes.Proc(f"daphne-stock:{port}", argv, env)
+
+
+# Server kinds bench/bench_servers.py also compares (not in every benchmark's default set):
+# stock daphne, and the launcher with every guard forced off (progress/compat.py).
+STOCK_SERVERS = ("daphne-stock", "daphne-untested")
+
+
 def web(kind: str, env: dict[str, str], port: int) -> processes.Proc:
     if kind == "daphne":
         return processes.daphne(env, port)
     if kind == "uvicorn":
         return uvicorn(env, port)
-    raise ValueError(f"unknown server {kind!r}; use one of: {', '.join(SERVERS)}")
+    if kind == "daphne-stock":
+        return stock_daphne(env, port)
+    if kind == "daphne-untested":
+        return processes.daphne({**env, "TASKPULSE_UNTESTED": "*"}, port)
+    raise ValueError(f"unknown server {kind!r}; use one of: "
+                     f"{', '.join((*SERVERS, *STOCK_SERVERS))}")
 
 
 def start_web(kind: str, env: dict[str, str],

@@ -7,27 +7,15 @@ reactor an add_writer/remove_writer pair and a loop turn per WebSocket frame
 one tries the socket first when its buffer is empty and buffers only what the
 socket did not take, so ordering, the producer's pause and resume, the
 connection-lost path and the count of unwritten bytes stay Twisted's.
+
+It reads Twisted internals (`_tempDataLen`, `dataBuffer`, `_writeDisconnected`)
+and is installed only while consumers/compat.py DIRECT_WRITE allows it
+(consumers/daphne_server.py); otherwise Twisted's own transport writes.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet import tcp
-
-
-def unwritten_bytes(transport: Any) -> int:
-    """Bytes written to a Twisted transport that its socket has not taken yet.
-
-    Twisted buffers writes without bound; consumers/outbox.py reads this (as
-    the connection's send backlog) to queue and coalesce frames for a client
-    that stops reading. 0 for a transport that keeps no such buffer (TLS).
-    """
-    if transport is None:
-        return 0
-    pending = getattr(transport, "dataBuffer", b"")
-    return (len(pending) - int(getattr(transport, "offset", 0))
-            + int(getattr(transport, "_tempDataLen", 0)))
 
 
 class DirectWriteServer(tcp.Server):

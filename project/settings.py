@@ -167,3 +167,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}},
 }
+
+# Task systems beside Celery (Django-Q2, Django's tasks framework): their apps,
+# DATABASES (SQLite), Q_CLUSTER, TASKS and TASKPULSE_TASK_QUEUES, for each one
+# installed (TASKPULSE_SYSTEMS narrows it): project/demo/systems.py.
+from project.demo.systems import settings_for  # noqa: E402
+
+globals().update(settings_for(INSTALLED_APPS, REDIS_SERVERS[0], PROGRESS_KEY_PREFIX))

@@ -5,4 +5,4 @@ import os
 
 os.environ.setdefault("DJANGO_DEBUG", "1")
 
-from project.settings import *  # noqa: E402, F403
+from project.settings import *  # noqa: F403

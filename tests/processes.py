@@ -106,8 +106,13 @@ def stack_env(prefix: str, queue: str, extra: dict[str, str] | None = None) -> d
     return env
 
 
+ASGI_APPLICATION = "project.asgi:application"  # the example site's
+
+
 def daphne(env: dict[str, str], port: int) -> Proc:
-    argv = [sys.executable, "-m", "consumers.serve", "--bind", "127.0.0.1", "--port", str(port)]
+    """The tuned launcher (consumers/serve.py) serving the example site."""
+    argv = [sys.executable, "-m", "consumers.serve", ASGI_APPLICATION,
+            "--bind", "127.0.0.1", "--port", str(port)]
     return Proc(f"daphne:{port}", argv, env)
 
 

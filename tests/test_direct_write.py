@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from consumers.direct_write import DirectWriteServer, unwritten_bytes
+from consumers.direct_write import DirectWriteServer
+from consumers.send_backlog import unwritten_bytes
 
 
 class FakeSocket:

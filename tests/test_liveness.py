@@ -98,7 +98,7 @@ class FailedOverRedis(redis.Redis):
 def test_no_lost_right_after_a_fail_over(store: RecordStore, task_id: str) -> None:
     """Deadlines that lapsed while Sentinel elected a new master (a long uptime) get a
     stall timeout's grace on the new server before anything is marked LOST."""
-    client = FailedOverRedis.from_url(REDIS_URL)
+    client = FailedOverRedis(connection_pool=redis.ConnectionPool.from_url(REDIS_URL))
     try:
         assert task_id not in sweeper.sweep_once(client)  # sees the old master
         client.run_id = "promoted-replica"

@@ -15,7 +15,7 @@ import redis
 from progress.publisher import store
 from progress.store import keys, lua
 from progress.store.connections import sync_client
-from progress.store.records import EventDraft, _publish_args, progress_fragment
+from progress.store.records import EventDraft, progress_fragment, publish_args
 from progress.tokens import issue_token
 from progress.wire.states import State
 from tests.client import Http, Ws, connect
@@ -49,7 +49,7 @@ def progress(task_id: str, current: int) -> EventDraft:
 
 def publish_unheard(draft: EventDraft) -> None:
     """Record an event whose live message is lost (as in a channel-layer drop)."""
-    args = _publish_args(draft)
+    args = publish_args(draft)
     task_id, _channel, *leading = args.leading
     unheard = args._replace(leading=(task_id, "nobody-listens-here", *leading))
     sync_client().register_script(lua.PUBLISH)(keys=unheard.keys, args=unheard.flat())

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -31,14 +31,11 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from progress.store import shards
+from progress.store.script_runner import SOCKET_TIMEOUT, Arg, Call, ScriptRunner
 from progress.store.servers import HostEntry, SentinelHost
-
-if TYPE_CHECKING:
-    from progress.store.script_runner import Arg, Call, ScriptRunner
 
 logger = logging.getLogger(__name__)
 
-SOCKET_TIMEOUT = 5.0
 HEALTH_CHECK_INTERVAL = 15
 RETRIES = 6  # ~0.05 .. 1.6 s apart: rides out a Redis restart (or a fail-over) of a few seconds
 ASYNC_POOL_SIZE = 50  # Redis connections per server process and shard for record reads
@@ -139,9 +136,6 @@ def _async_client_of(host: HostEntry) -> aioredis.Redis:
 
 
 def _script_runner(url: str, script: str) -> ScriptRunner:
-    # Imported here: progress.store.script_runner imports this module's SOCKET_TIMEOUT.
-    from progress.store.script_runner import ScriptRunner
-
     return ScriptRunner(url, script)
 
 

@@ -67,9 +67,10 @@ local function progress_of(json)
   return string.sub(json, first + 1, last)
 end
 local function record_event(rec, hist, index, task_id, state, final, name_in, pfrag, rest,
-                            epoch_candidate, hist_len, ttl, channel, stall)
+                            epoch_candidate, hist_len, ttl, channel, stall, known_seq)
   local cur = redis.call('HMGET', rec, 'state', 'final', 'epoch', 'name', 'seq', 'cancel')
   local cur_state, epoch, name = cur[1], cur[3], cur[4]
+  local rolled_back = false
   local cancel = 0
   if cur[6] then cancel = 1 end
   if cur_state then
@@ -81,6 +82,13 @@ local function record_event(rec, hist, index, task_id, state, final, name_in, pf
       return {0, cancel, cur_state}
     end
     if pfrag == '' then pfrag = progress_of(redis.call('HGET', rec, 'json')) end
+    -- The writer recorded a later seq than the record holds: a fail-over lost
+    -- writes. A new epoch makes every watcher take a reset snapshot instead of
+    -- skipping events numbered like ones it already saw.
+    if known_seq and known_seq ~= '' and tonumber(known_seq) > (tonumber(cur[5]) or 0) then
+      epoch = epoch_candidate
+      rolled_back = true
+    end
   else
     epoch = epoch_candidate
     name = 'null'
@@ -91,7 +99,7 @@ local function record_event(rec, hist, index, task_id, state, final, name_in, pf
   local json = '{"epoch":"' .. epoch .. '","seq":' .. seq .. ',"name":' .. name
     .. ',"state":"' .. state .. '","final":' .. (final == '1' and 'true' or 'false')
     .. ',' .. pfrag .. ',' .. rest .. '}'
-  if state == cur_state and name == cur[4] then  -- `final` follows the state
+  if state == cur_state and name == cur[4] and not rolled_back then  -- `final` follows
     redis.call('HSET', rec, 'seq', seq, 'json', json)
   else
     redis.call('HSET', rec, 'seq', seq, 'json', json, 'epoch', epoch, 'state', state,
@@ -159,7 +167,8 @@ end
 # ARGV: task_id, group_channel, state, final("0"|"1"), name_json(""=keep),
 #       stall_timeout(""=leave the deadline; else arm it: now + this many seconds),
 #       history_length, ttl_seconds, then what changes with every event:
-#       progress_fragment(""=keep), rest_fragment, epoch_candidate
+#       progress_fragment(""=keep), rest_fragment, epoch_candidate, known_seq (the last
+#       seq this writer recorded for the task; "" = none: see record_event)
 # (a task's events repeat the arguments up to ttl_seconds: progress/store/script_runner.py
 # packs them once).
 # With a fourth key, Celery's result key of the task, the same call also writes
@@ -167,14 +176,14 @@ end
 # the event: its value is ARGV[9] .. the event's progress as one JSON object
 # (`{"current", "total", "percent", "message", "eta", "meta"}`, cut from the
 # progress fragment) .. ARGV[10], its expiry ARGV[11] ("0" = none), and the
-# arguments that change with every event move up by three (ARGV[12..14]).
+# arguments that change with every event move up by three (ARGV[12..15]).
 # Returns {seq (0 when refused), cancel_requested (0|1), state after the call}
 PUBLISH = _RECORD_EVENT + _STORE_RESULT + """
 local v = 9
 if KEYS[4] then v = 12 end
 local pfrag = ARGV[v]
 local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5], pfrag,
-  ARGV[v + 1], ARGV[v + 2], ARGV[7], ARGV[8], ARGV[2], ARGV[6])
+  ARGV[v + 1], ARGV[v + 2], ARGV[7], ARGV[8], ARGV[2], ARGV[6], ARGV[v + 3])
 -- pfrag is '"progress":{' .. progress members .. '},"eta":' .. eta and meta;
 -- `},"eta":` cannot occur earlier, inside a JSON string (its quotes are escaped there).
 local close = KEYS[4] and string.find(pfrag, '},"eta":', 13, true)

@@ -62,6 +62,9 @@ class EventDraft:
     stall_timeout: float | None = None
     # Also write the task's result-backend key in the same round trip (the AsyncResult mirror).
     result_write: ResultWrite | None = None
+    # The last seq this process recorded for the task (None: unknown): a record behind
+    # it lost writes in a fail-over, and takes a new epoch (lua.record_event).
+    known_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,14 +203,14 @@ class PublishArgs(NamedTuple):
 
     keys: tuple[str, ...]
     leading: tuple[str | int, ...]
-    varying: tuple[str, str, str]
+    varying: tuple[str, str, str, str]
     shard: int = 0
 
     def flat(self) -> list[str | int]:
         return [*self.leading, *self.varying]
 
 
-def _publish_args(draft: EventDraft) -> PublishArgs:
+def publish_args(draft: EventDraft) -> PublishArgs:
     prefix, history_length, active_ttl, final_ttl, shard_count = _record_settings()
     names = _task_names(prefix, shard_count, draft.task_id)
     final = is_final(draft.state)
@@ -222,7 +225,8 @@ def _publish_args(draft: EventDraft) -> PublishArgs:
         final_ttl if final else active_ttl,
     )
     rest = _rest_fragment(names.task_id_json, draft.result_json, draft.error)
-    varying = (draft.progress_fragment or "", rest, new_epoch())
+    known = "" if draft.known_seq is None else str(draft.known_seq)
+    varying = (draft.progress_fragment or "", rest, new_epoch(), known)
     write = draft.result_write
     if write is None:
         return PublishArgs(names.keys, leading, varying, names.shard)
@@ -271,7 +275,7 @@ def result_write_offer(task_id: str) -> ResultWriteOffer | None:
     return offer
 
 
-def _parse_publish(raw: list[Any]) -> PublishOutcome:
+def parse_publish(raw: list[Any]) -> PublishOutcome:
     seq, cancel, state = raw
     return PublishOutcome(int(seq), bool(int(cancel)), _text(state))
 
@@ -320,8 +324,8 @@ class RecordStore:
         return self._shards[shards.shard_of(task_id)]
 
     def publish(self, draft: EventDraft) -> PublishOutcome:
-        args = _publish_args(draft)
-        return _parse_publish(self._shards[args.shard].publish(keys=args.keys, args=args.flat()))
+        args = publish_args(draft)
+        return parse_publish(self._shards[args.shard].publish(keys=args.keys, args=args.flat()))
 
     def read(self, task_id: str, since: int | None = None) -> ReadResult:
         raw = self._on(task_id).read(keys=_read_keys(task_id),

@@ -6,6 +6,12 @@ costs more than the round trip itself on this hardware (see docs/BENCHMARKS.md,
 "Publisher"); the publisher runs the same script thousands of times, so it
 packs and sends EVALSHA on its own connection instead. Errors stay redis-py's
 (`ConnectionError`, `TimeoutError`), so the outbox treats them as before.
+
+Reading and writing the connection's socket (`_sock`) reaches into redis-py,
+so it is guarded (SCRIPT_RUNNER, progress/compat.py): on a redis-py the suite
+did not run with, the same calls go through redis-py's public client
+(`evalsha`, a pipeline for `many`), one log line says so, and a published
+call costs about one client round trip more (docs/BENCHMARKS.md, "Publisher").
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from progress.store.connections import SOCKET_TIMEOUT
+from progress import compat
+
+# Seconds a Redis connection may take to connect or answer (every TaskPulse client).
+SOCKET_TIMEOUT = 5.0
 
 try:
     import hiredis
@@ -38,6 +47,22 @@ MAX_HEADS = 4096  # packed command heads kept: a few per task publishing in this
 Arg = str | int | float | bytes
 Call = tuple[Sequence[str], Sequence[Arg], Sequence[Arg]]  # keys, args, leading
 
+SCRIPT_RUNNER = compat.Guard(
+    name="the publisher's direct EVALSHA",
+    fallback="published calls go through redis-py's client (evalsha, pipelines)",
+    distributions=("redis",),
+    requires=(
+        "redis.connection:ConnectionPool.from_url",
+        "redis.connection:ConnectionPool.make_connection",
+        "redis.connection:AbstractConnection.send_packed_command",
+        "redis.connection:AbstractConnection.send_command",
+        "redis.connection:AbstractConnection.read_response",
+        "redis.connection:AbstractConnection.disconnect",
+        "redis.exceptions:NoScriptError",
+    ),
+    assigns=(("redis.connection:AbstractConnection.connect_check_health", ("_sock",)),),
+)
+
 
 class ScriptRunner:
     """Thread-safe: calls are serialised on the one connection (they are one round trip each)."""
@@ -55,6 +80,9 @@ class ScriptRunner:
         self._reader: Any = None  # hiredis.Reader of the current socket
         self._reader_sock: Any = None
         self._heads: dict[tuple[tuple[str, ...], tuple[Arg, ...], int], bytes] = {}
+        # The public path, when the guard is off: redis-py's client on the same pool.
+        self._client: redis.Redis | None = (
+            None if compat.enabled(SCRIPT_RUNNER) else redis.Redis(connection_pool=self._pool))
 
     def __call__(self, keys: Sequence[str], args: Sequence[Arg],
                  leading: Sequence[Arg] = ()) -> Any:
@@ -64,6 +92,9 @@ class ScriptRunner:
         in `leading` what repeats from call to call (a task's events repeat
         their keys and most arguments) and in `args` only what changes.
         """
+        if self._client is not None:
+            with self._lock:
+                return self._client_call(self._client, keys, leading, args)
         packed = self._pack(keys, leading, args)
         with self._lock:
             try:
@@ -77,6 +108,8 @@ class ScriptRunner:
     def many(self, calls: Sequence[Call]) -> list[Any]:
         """Several calls (keys, args, leading) in one round trip, pipelined; their replies
         in order. The first goes alone when the script may not be loaded yet."""
+        if self._client is not None:
+            return self._client_many(self._client, calls)
         packed = [self._pack(keys, leading, args) for keys, args, leading in calls]
         if not packed:
             return []
@@ -165,8 +198,31 @@ class ScriptRunner:
             out += (b"$%d\r\n" % len(value), value, CRLF)
         return b"".join(out)
 
+    def _client_call(self, client: redis.Redis, keys: Sequence[str], leading: Sequence[Arg],
+                     args: Sequence[Arg]) -> Any:
+        try:
+            return client.evalsha(self._sha, len(keys), *keys, *leading, *args)
+        except NoScriptError:
+            client.script_load(self._script)
+            return client.evalsha(self._sha, len(keys), *keys, *leading, *args)
+
+    def _client_many(self, client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+        if not calls:
+            return []
+        with self._lock:
+            (keys, args, leading), rest = calls[0], calls[1:]
+            replies = [self._client_call(client, keys, leading, args)]  # loads the script
+            if rest:
+                pipe = client.pipeline(transaction=False)
+                for keys, args, leading in rest:
+                    pipe.evalsha(self._sha, len(keys), *keys, *leading, *args)
+                replies += pipe.execute()
+            return replies
+
     def close(self) -> None:
         with self._lock:
+            if self._client is not None:
+                self._pool.disconnect()
             self._conn.disconnect()
 
 

@@ -1,7 +1,9 @@
 /**
  * The demo page (GET /): the start form POSTs to /api/tasks/ and each new task
  * gets a <task-progress> at the top of #tasks. All bars share the page's one
- * client, whose connection status is shown in #connection.
+ * client, whose connection status is shown in #connection. When the site runs
+ * several task systems, the form's "system" select names the demo task to start
+ * (Celery's demo.count, or the same task on Django-Q2 or the tasks framework).
  */
 
 import { sharedClient } from "../taskpulse/client.js";
@@ -24,11 +26,17 @@ function demoKwargs(form) {
   return kwargs;
 }
 
-async function startTask(kwargs) {
+/** The demo task of the system chosen in the form (Celery's when there is no choice). */
+function demoTask(form) {
+  const choice = form.elements.namedItem("system");
+  return choice && choice.value ? choice.value : DEMO_TASK;
+}
+
+async function startTask(task, kwargs) {
   const response = await fetch(START_URL, {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-    body: JSON.stringify({ task: DEMO_TASK, kwargs }),
+    body: JSON.stringify({ task, kwargs }),
     credentials: "same-origin",
   });
   const body = await response.json().catch(() => ({}));
@@ -71,7 +79,7 @@ function init() {
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      showTask(await startTask(demoKwargs(form)));
+      showTask(await startTask(demoTask(form), demoKwargs(form)));
       showStartError("");
     } catch (error) {
       showStartError(`Could not start the task: ${error.message}`);

@@ -1,0 +1,232 @@
+"""The web side's guards: what each tuning relies on in daphne, autobahn, Twisted,
+Channels and redis-py, and what runs instead when a release changed it
+(progress/compat.py has the mechanism and the tested version ranges).
+
+- LEAN_PROTOCOL: consumers/ws_protocol.py TaskPulseWebSocketProtocol; else
+  daphne's protocol (with the close codes and the backlog still).
+- CLOSE_CODES: 1008/1009 through autobahn's sendCloseFrame and a close frame
+  on protocol errors; else 1000 (consumers/base.py) and a dropped connection.
+- DAPHNE_SERVER: listen backlog 4096, an Inbox per connection; else Twisted's
+  backlog (50) and daphne's asyncio.Queue.
+- DIRECT_WRITE: consumers/direct_write.py; else Twisted's buffered writes.
+- SEND_BACKLOG: Twisted's write buffer read in bytes (TLS too); else
+  Twisted's producer pause (consumers/send_backlog.py PausedFlag).
+- SCOPE_EXTENSIONS: the backlog reaches the consumer at all; else nothing
+  can bound slow readers, and an error is logged.
+- CONSUMER_LOOP: consumers/base.py's one-inbox loop; else Channels' own.
+- SUBSCRIBER_SOCKET: hiredis on the pub/sub socket; else redis-py's PubSub.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+
+from progress import compat
+from progress.compat import Guard
+
+logger = logging.getLogger(__name__)
+
+_AUTOBAHN = "autobahn.websocket.protocol"
+_OPTIONS_READ = ("autoFragmentSize", "maskServerFrames", "maxMessagePayloadSize", "failByDrop")
+
+
+def _options_are_config_attrs() -> list[str]:
+    """The options send_text_now reads (and failByDrop) are still per-protocol options."""
+    names = set(compat.resolve(f"{_AUTOBAHN}:WebSocketServerProtocol.CONFIG_ATTRS"))  # type: ignore[call-overload]
+    return [f"WebSocketServerProtocol.CONFIG_ATTRS has no {name}"
+            for name in _OPTIONS_READ if name not in names]
+
+
+def _close_frame_takes_a_code() -> list[str]:
+    method = compat.resolve(f"{_AUTOBAHN}:WebSocketProtocol.sendCloseFrame")
+    parameters = inspect.signature(method).parameters  # type: ignore[arg-type]
+    return [f"sendCloseFrame() has no {name!r} parameter"
+            for name in ("code", "isReply") if name not in parameters]
+
+
+def _fail_by_drop_is_an_option() -> list[str]:
+    names = set(compat.resolve(f"{_AUTOBAHN}:WebSocketServerProtocol.CONFIG_ATTRS"))  # type: ignore[call-overload]
+    return [] if "failByDrop" in names else ["failByDrop is no longer a protocol option"]
+
+
+def _connect_creates_the_application() -> list[str]:
+    """daphne's handshake still builds the scope and hands it to create_application."""
+    source = inspect.getsource(
+        compat.resolve("daphne.ws_protocol:WebSocketProtocol.onConnect"))  # type: ignore[arg-type]
+    return [] if "create_application" in source else [
+        "daphne's onConnect no longer calls create_application"]
+
+
+def _dispatch_is_as_tested() -> list[str]:
+    """Channels' dispatch still does what consumers/base.py does, plus the database
+    clean-up it skips (and nothing else that the skip would lose)."""
+    source = inspect.getsource(
+        compat.resolve("channels.consumer:AsyncConsumer.dispatch"))  # type: ignore[arg-type]
+    awaited = set(re.findall(r"await\s+([\w.]+)\(", source))
+    expected = {"aclose_old_connections", "handler"}
+    return [] if awaited == expected and "get_handler_name" in source else [
+        f"AsyncConsumer.dispatch awaits {sorted(awaited)}, not {sorted(expected)}"]
+
+
+LEAN_PROTOCOL = Guard(
+    name="the lean WebSocket protocol (slots, shared options, one-call frames)",
+    fallback="daphne's own protocol runs: ~12 KB more per idle connection, and frames go "
+             "through autobahn's full send path",
+    distributions=("daphne", "autobahn", "Twisted"),
+    requires=(
+        "daphne.ws_protocol:WebSocketProtocol.onConnect",
+        "daphne.ws_protocol:WebSocketProtocol.onOpen",
+        f"{_AUTOBAHN}:WebSocketProtocol._connectionMade",
+        f"{_AUTOBAHN}:WebSocketProtocol.sendData",
+        f"{_AUTOBAHN}:WebSocketProtocol.STATE_OPEN",
+        f"{_AUTOBAHN}:WebSocketServerProtocol.CONFIG_ATTRS",
+        f"{_AUTOBAHN}:TrafficStats",
+        "twisted.web.http:HTTPChannel",
+        "twisted.internet.abstract:FileDescriptor.producer",
+        "twisted.internet.abstract:FileDescriptor.unregisterProducer",
+    ),
+    assigns=(
+        (f"{_AUTOBAHN}:WebSocketProtocol._connectionMade",
+         ("CONFIG_ATTRS", "factory", "_perMessageCompress", "trafficStats", "state",
+          "send_queue")),
+        (f"{_AUTOBAHN}:WebSocketProtocol.sendData", ("send_queue", "transport")),
+        (f"{_AUTOBAHN}:TrafficStats.reset", ("outgoingOctetsWireLevel",)),
+        (f"{_AUTOBAHN}:WebSocketServerProtocol.processHandshake",
+         ("http_request_data", "http_status_line", "http_headers", "http_request_params",
+          "_wskey")),
+        (f"{_AUTOBAHN}:WebSocketServerProtocol.succeedHandshake", ("http_response_data",)),
+        ("daphne.ws_protocol:WebSocketProtocol.onConnect",
+         ("request", "clean_headers", "application_deferred")),
+    ),
+    extra=(_options_are_config_attrs,),
+)
+
+CLOSE_CODES = Guard(
+    name="close codes 1008/1009 from the server",
+    fallback="the consumer closes with 1000 instead (autobahn refuses 1008/1009 from an "
+             "application) and an oversized frame drops the TCP connection",
+    distributions=("autobahn",),
+    requires=(f"{_AUTOBAHN}:WebSocketProtocol.sendCloseFrame",),
+    extra=(_close_frame_takes_a_code, _fail_by_drop_is_an_option),
+)
+
+DAPHNE_SERVER = Guard(
+    name="daphne's server tuning (listen backlog 4096, light input queue)",
+    fallback="Twisted's listen backlog (50) and daphne's asyncio.Queue per connection",
+    distributions=("daphne",),
+    requires=(
+        "daphne.server:Server.run",
+        "daphne.server:Server.create_application",
+        "daphne.server:Server.handle_reply",
+    ),
+    assigns=(
+        ("daphne.server:Server.__init__", ("endpoints", "application")),
+        ("daphne.server:Server.run", ("endpoints", "connections")),
+        ("daphne.server:Server.create_application",
+         ("connections", "application", "handle_reply")),
+    ),
+)
+
+DIRECT_WRITE = Guard(
+    name="direct socket writes",
+    fallback="Twisted's own TCP transport buffers every write until the next loop turn",
+    distributions=("Twisted", "daphne"),
+    requires=(
+        "twisted.internet.tcp:Port.transport",
+        "twisted.internet.tcp:Server.writeSomeData",
+        "twisted.internet.abstract:FileDescriptor.write",
+        "twisted.internet.abstract:FileDescriptor.dataBuffer",
+        "twisted.internet.abstract:FileDescriptor._writeDisconnected",
+        "daphne.server:Server.listen_success",
+    ),
+    assigns=(
+        ("twisted.internet.abstract:FileDescriptor.__init__", ("_tempDataLen",)),
+        ("twisted.internet.abstract:FileDescriptor.write", ("_tempDataLen", "_tempDataBuffer")),
+        ("daphne.server:Server.run", ("http_factory",)),
+    ),
+)
+
+SEND_BACKLOG = Guard(
+    name="reading the send backlog in bytes",
+    fallback="the backlog is read through Twisted's producer API: frames queue once Twisted "
+             "holds 64 KiB (its bufferSize) instead of 256 KiB",
+    distributions=("Twisted",),
+    requires=(
+        "twisted.internet.abstract:FileDescriptor.dataBuffer",
+        "twisted.internet.abstract:FileDescriptor.offset",
+        "twisted.protocols.tls:TLSMemoryBIOProtocol",
+    ),
+    assigns=(
+        ("twisted.internet.abstract:FileDescriptor.__init__", ("_tempDataLen",)),
+        ("twisted.internet.abstract:FileDescriptor.doWrite",
+         ("dataBuffer", "offset", "_tempDataLen")),
+        ("twisted.protocols.tls:TLSMemoryBIOProtocol.makeConnection", ("_appSendBuffer",)),
+    ),
+)
+
+SCOPE_EXTENSIONS = Guard(
+    name="the send backlog in the consumer's scope",
+    fallback="THE SLOW-READER BOUND IS OFF: frames are written as they come and a client "
+             "that stops reading costs unbounded memory (run a daphne the guards know)",
+    distributions=(),
+    requires=(
+        "daphne.cli:CommandLineInterface.server_class",
+        "daphne.ws_protocol:WebSocketFactory.protocol",
+        "daphne.server:Server.create_application",
+    ),
+    assigns=(
+        ("daphne.cli:CommandLineInterface.__init__", ("parser",)),
+        ("daphne.cli:CommandLineInterface.run", ("server_class",)),
+        ("daphne.ws_protocol:WebSocketProtocol.onConnect", ("server",)),
+    ),
+    extra=(_connect_creates_the_application,),
+)
+
+CONSUMER_LOOP = Guard(
+    name="the one-inbox consumer loop",
+    fallback="Channels' own loop (await_many_dispatch: a task and an asyncio.wait per "
+             "message) and dispatch (a thread hop per message)",
+    distributions=("channels",),
+    requires=(
+        "channels.consumer:AsyncConsumer.__call__",
+        "channels.consumer:AsyncConsumer.dispatch",
+        "channels.consumer:AsyncConsumer.channel_layer_alias",
+        "channels.layers:get_channel_layer",
+        "channels.exceptions:StopConsumer",
+    ),
+    assigns=(
+        ("channels.consumer:AsyncConsumer.__call__",
+         ("scope", "channel_layer", "channel_name", "channel_receive", "base_send", "dispatch")),
+    ),
+    extra=(_dispatch_is_as_tested,),
+)
+
+SUBSCRIBER_SOCKET = Guard(
+    name="reading the pub/sub socket with hiredis",
+    fallback="redis-py's PubSub reads the channel layer's connection, one get_message per "
+             "message",
+    distributions=("redis",),
+    requires=(
+        "redis.asyncio.connection:ConnectionPool.make_connection",
+        "redis.asyncio.connection:AbstractConnection.connect",
+        "redis.asyncio.connection:AbstractConnection.disconnect",
+        "hiredis:Reader",
+    ),
+    assigns=(("redis.asyncio.connection:Connection._connect", ("_writer",)),),
+)
+
+SERVER_GUARDS = (LEAN_PROTOCOL, CLOSE_CODES, DAPHNE_SERVER, DIRECT_WRITE, SEND_BACKLOG,
+                 SCOPE_EXTENSIONS)
+GUARDS = (*SERVER_GUARDS, CONSUMER_LOOP, SUBSCRIBER_SOCKET)
+
+
+def check_all() -> dict[str, compat.Verdict]:
+    """Decide every web-side guard now (the launcher's start-up), one log line per
+    tuning that is off; a missing slow-reader bound is logged as an error too."""
+    verdicts = {guard.name: compat.check(guard) for guard in GUARDS}
+    if not verdicts[SCOPE_EXTENSIONS.name].enabled:
+        logger.error("TaskPulse: slow readers are NOT bounded by this server (%s)",
+                     verdicts[SCOPE_EXTENSIONS.name].reason)
+    return verdicts

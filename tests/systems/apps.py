@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SystemsTestConfig(AppConfig):
+    name = "tests.systems"
+    label = "taskpulse_test_systems"
