@@ -102,6 +102,10 @@ def bench_env(redis_url: str, extra: dict[str, str] | None = None) -> dict[str, 
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Every load generator connects from 127.0.0.1: no per-address caps.
+        "PROGRESS_MAX_SOCKETS_PER_CLIENT": "0",
+        "PROGRESS_START_RATE": "0",
+        "PROGRESS_CANCEL_RATE": "0",
     })
     env.update(extra or {})
     return env

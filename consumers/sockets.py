@@ -1,6 +1,8 @@
 """Caps on open WebSockets, checked before a connection costs anything more:
 per server process (PROGRESS_MAX_SOCKETS, closed with 1013 "try again later")
 and per client address (PROGRESS_MAX_SOCKETS_PER_CLIENT, closed with 1008).
+Under another ASGI server than `python -m consumers.serve` the handshake is
+refused instead (HTTP 403).
 
 The per-client table holds only addresses with an open socket, so its size is
 bounded by the process cap whatever clients do.
@@ -12,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 from consumers.clients import client_of_scope
+from consumers.outbox import BACKLOG_EXTENSION
 from progress import conf
 
 CLOSE_POLICY_VIOLATION = 1008
@@ -34,7 +37,7 @@ class SocketLimits:
         client = client_of_scope(scope)
         refused = self._refusal(client)
         if refused is not None:
-            return await _refuse(receive, send, refused)
+            return await _refuse(scope, receive, send, refused)
         self.open += 1
         self.per_client[client] += 1
         try:
@@ -55,11 +58,16 @@ class SocketLimits:
         return None
 
 
-async def _refuse(receive: Any, send: Any, code: int) -> None:
-    # Accept, then close with the code at once: a close code reaches the
-    # browser's WebSocket API, an HTTP refusal only shows as 1006.
+async def _refuse(scope: dict[str, Any], receive: Any, send: Any, code: int) -> None:
     message = await receive()
     if message.get("type") != "websocket.connect":
         return
+    if BACKLOG_EXTENSION not in scope.get("extensions", {}):
+        # Not TaskPulse's launcher, whose protocol sends 1008/1013 (stock
+        # autobahn refuses them from an application): refuse the handshake.
+        await send({"type": "websocket.close"})
+        return
+    # Accept, then close with the code at once: a close code reaches the
+    # browser's WebSocket API, an HTTP refusal only shows as 1006.
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": code})

@@ -28,6 +28,7 @@ DEFAULT_MAX_SOCKETS = 10_000
 # Generous enough for an office behind one NAT address, small enough that one
 # client cannot take a process's share alone.
 DEFAULT_MAX_SOCKETS_PER_CLIENT = 500
+DEFAULT_MESSAGE_MAX_CHARS = 1000
 
 
 @receiver(setting_changed)
@@ -207,4 +208,4 @@ def max_sockets_per_client() -> int:
 
 def message_max_chars() -> int:
     """Characters of a progress message kept and sent; a longer one is cut, ending in "…"."""
-    return max(1, int(_get("PROGRESS_MESSAGE_MAX_CHARS", 1000)))
+    return max(1, int(_get("PROGRESS_MESSAGE_MAX_CHARS", DEFAULT_MESSAGE_MAX_CHARS)))

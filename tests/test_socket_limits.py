@@ -74,3 +74,25 @@ async def test_a_full_process_says_try_again_later(limited_server: str) -> None:
         await open_sockets(limited_server, 1, stack)
 
 
+
+
+async def test_stock_daphne_refuses_the_handshake_instead(redis_client: object) -> None:
+    """Under stock daphne (whose autobahn refuses 1008/1013 from an application) a socket
+    over the cap is refused at the handshake (HTTP 403), not closed with a traceback."""
+    from tests.test_stock_servers import stock_daphne
+
+    env = processes.stack_env("tpcaps", "tpcaps", {"PROGRESS_MAX_SOCKETS_PER_CLIENT": "1"})
+    port = processes.free_port()
+    web = stock_daphne(env, port).start()
+    try:
+        processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=web)
+        url = f"ws://127.0.0.1:{port}/ws/progress/"
+        async with AsyncExitStack() as stack:
+            await open_sockets(url, 1, stack)
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with connect(url):
+                    pass
+            assert refused.value.response.status_code == 403
+    finally:
+        web.stop()
+    assert not [line for line in web.lines if "Traceback" in line], web.output()

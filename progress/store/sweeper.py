@@ -133,9 +133,13 @@ class Sweeper:
 
 
 def main() -> None:
+    """`DJANGO_SETTINGS_MODULE=mysite.settings python -m progress.store.sweeper`"""
     import os
+    import sys
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        sys.exit("progress.store.sweeper: set DJANGO_SETTINGS_MODULE to your site's settings "
+                 "(e.g. DJANGO_SETTINGS_MODULE=mysite.settings python -m progress.store.sweeper)")
     import django
 
     django.setup()
