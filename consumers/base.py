@@ -36,6 +36,7 @@ from channels.layers import get_channel_layer
 
 from consumers.inbox import Inbox
 from consumers.outbox import BACKLOG_EXTENSION, HIGH_WATER
+from progress import conf
 from progress.compat import enabled
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,57 @@ class _PumpFailed:
         self.error = error
 
 
-async def _pump(receive: Receive, inbox: Inbox) -> None:
+CLOSE_POLICY_VIOLATION = 1008
+WEBSOCKET_RECEIVE = "websocket.receive"
+
+
+class ClientBacklog:
+    """The client's frames read from the server but not handled yet, bounded
+    (PROGRESS_INBOX_MAX_FRAMES, PROGRESS_INBOX_MAX_BYTES) before they cost memory:
+    the rate limit only sees a frame when it is handled, and a slow handler
+    (a Redis read) lets a flooding client queue without end otherwise."""
+
+    __slots__ = ("bytes", "flooded", "frames")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.flooded = False
+
+    def admit(self, message: dict[str, Any]) -> bool:
+        """Count a frame in; False (and flooded from now on) past the bound."""
+        if self.flooded:
+            return False
+        self.frames += 1
+        self.bytes += _size(message)
+        if self.frames > conf.inbox_max_frames() or self.bytes > conf.inbox_max_bytes():
+            self.flooded = True
+            return False
+        return True
+
+    def handled(self, message: dict[str, Any]) -> None:
+        self.frames -= 1
+        self.bytes -= _size(message)
+
+
+def _size(message: dict[str, Any]) -> int:
+    return len(message.get("text") or message.get("bytes") or b"")
+
+
+async def _pump(receive: Receive, inbox: Inbox, backlog: ClientBacklog | None = None,
+                on_flood: Callable[[], Awaitable[None]] | None = None) -> None:
     try:
         while True:
-            inbox.put_nowait(await receive())
+            message = await receive()
+            if (backlog is not None and message.get("type") == WEBSOCKET_RECEIVE
+                    and not backlog.admit(message)):
+                if backlog.frames and on_flood is not None:
+                    # The frame that passed the bound: close now, not once the
+                    # handler in progress is done (it may wait on Redis).
+                    backlog.frames = backlog.bytes = 0
+                    await on_flood()
+                continue  # dropped: the connection is being closed for flooding
+            inbox.put_nowait(message)
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # surface it in the consumer's task, not here
@@ -175,7 +223,8 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                                                      self.channel_name)
             own_inbox = getattr(self.channel_layer, "inbox", None)
         inbox: Inbox = own_inbox(self.channel_name) if own_inbox else Inbox()
-        pumps = [asyncio.ensure_future(_pump(receive, inbox))]
+        backlog = ClientBacklog()
+        pumps = [asyncio.ensure_future(_pump(receive, inbox, backlog, self._flooded))]
         if self.channel_layer is not None and own_inbox is None:
             # another channel layer: read it as Channels does
             pumps.append(asyncio.ensure_future(_pump(self.channel_receive, inbox)))
@@ -184,6 +233,10 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 message = await inbox.get()
                 if isinstance(message, _PumpFailed):
                     raise message.error
+                if message.get("type") == WEBSOCKET_RECEIVE:
+                    if backlog.flooded:
+                        continue  # closing for a flood: frames still queued go unhandled
+                    backlog.handled(message)
                 await self.dispatch(message)
         except StopConsumer:
             pass
@@ -192,6 +245,10 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 pump.cancel()
             if own_inbox is not None:
                 self.channel_layer.forget(self.channel_name)
+
+    async def _flooded(self) -> None:
+        logger.info("TaskPulse: closing a connection whose unhandled frames passed the bound")
+        await self.close(CLOSE_POLICY_VIOLATION)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         if not _own_loop():

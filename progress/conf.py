@@ -209,3 +209,13 @@ def max_sockets_per_client() -> int:
 def message_max_chars() -> int:
     """Characters of a progress message kept and sent; a longer one is cut, ending in "…"."""
     return max(1, int(_get("PROGRESS_MESSAGE_MAX_CHARS", DEFAULT_MESSAGE_MAX_CHARS)))
+
+
+def inbox_max_frames() -> int:
+    """Client frames a connection may have read but not handled; past it, close 1008."""
+    return int(_get("PROGRESS_INBOX_MAX_FRAMES", 100))
+
+
+def inbox_max_bytes() -> int:
+    """Bytes of such frames a connection may hold; past it, close 1008."""
+    return int(_get("PROGRESS_INBOX_MAX_BYTES", 1024 * 1024))

@@ -62,3 +62,12 @@ def test_valid_frames_parse() -> None:
     assert parse_frame('{"type":"cancel","task_id":"t1","token":"k"}') == Cancel("t1", "k")
     assert parse_frame('{"type":"ping","id":42}') == Ping(42)
     assert parse_frame('{"type":"ping"}') == Ping(None)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: str) -> None:
+    """NaN/Infinity in a frame are bad_json (they used to be accepted and echoed back as
+    invalid JSON, e.g. in a pong's id)."""
+    with pytest.raises(FrameError) as refused:
+        parse_frame('{"type": "ping", "id": ' + constant + "}")
+    assert refused.value.code == ErrorCode.BAD_JSON

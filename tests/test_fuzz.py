@@ -39,6 +39,9 @@ def stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
         yield running
 
 
+NOT_JSON_NUMBERS = ["NaN", "Infinity", "-Infinity"]
+
+
 def random_value(rng: random.Random, depth: int = 0) -> Any:
     pick = rng.randrange(9 if depth < 3 else 6)
     if pick == 0:
@@ -94,6 +97,13 @@ def fuzz_frame(rng: random.Random) -> str | bytes:
         return "[" * rng.randrange(1000, MAX_FRAME - 10)  # nested deeper than Python parses
     if pick < 0.79:
         return "x" * (MAX_FRAME + rng.randrange(1, 1000))  # over the size limit
+    if pick < 0.84:
+        # NaN and Infinity where a number goes: not JSON, answered bad_json
+        text = json.dumps(protocol_like(rng))
+        return text.replace("}", ', "since": ' + rng.choice(NOT_JSON_NUMBERS) + "}", 1)
+    if pick < 0.88:
+        # a lone surrogate, escaped (valid JSON text, no valid UTF-8 string inside)
+        return json.dumps({**protocol_like(rng), "task_id": rng.choice(["\ud800", "a\udfff"])})
     return "".join(rng.choice(string.printable) for _ in range(rng.randrange(40)))
 
 

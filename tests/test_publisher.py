@@ -5,6 +5,7 @@ import uuid
 from typing import Any
 
 import pytest
+import redis
 
 from progress.publisher import track, with_progress
 from progress.tokens import issue_token
@@ -238,3 +239,38 @@ def test_a_runaway_message_is_capped(store: Any, task_id: str) -> None:
     first, second = (json.loads(event)["progress"]["message"] for event in found.missed)
     assert len(first) == 50 and first.endswith("\u2026")
     assert second == "bad \ufffd text"
+
+
+@pytest.mark.parametrize("hiredis", [True, False])
+def test_an_error_inside_a_pipeline_leaves_no_stale_reply(
+        hiredis: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that fails in the middle of many(): the error is raised after every reply
+    was read, so the next call gets its own answer, not a stale one."""
+    from progress.store import script_runner
+    from progress.store.script_runner import ScriptRunner
+
+    monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
+    runner = ScriptRunner(REDIS_URL, "if ARGV[1] == 'bad' then error('refused') end "
+                                     "return ARGV[1]")
+    try:
+        calls = [(["k"], [value], ()) for value in ("a", "bad", "c", "d")]
+        with pytest.raises(redis.ResponseError, match="refused"):
+            runner.many(calls)
+        assert runner(["k"], ["after"]) == b"after"
+    finally:
+        runner.close()
+
+
+def test_a_retried_event_is_recorded_once(store: Any, task_id: str) -> None:
+    """The same event sent twice (a retry after a timeout whose first try ran) is
+    answered with the first outcome and recorded once: no duplicate in the history."""
+    from progress.store.records import EventDraft
+    from progress.wire.states import State
+
+    started = EventDraft(task_id, State.STARTED, name="t")
+    first = store.publish(started)
+    again = store.publish(started)
+    assert (again.seq, again.state) == (first.seq, first.state) == (1, "STARTED")
+    found = store.read(task_id, 0)
+    assert found.missed is not None and len(found.missed) == 1
+    assert store.publish(EventDraft(task_id, State.SUCCESS, result_json="1")).seq == 2

@@ -67,12 +67,16 @@ local function progress_of(json)
   return string.sub(json, first + 1, last)
 end
 local function record_event(rec, hist, index, task_id, state, final, name_in, pfrag, rest,
-                            epoch_candidate, hist_len, ttl, channel, stall, known_seq)
-  local cur = redis.call('HMGET', rec, 'state', 'final', 'epoch', 'name', 'seq', 'cancel')
+                            epoch_candidate, hist_len, ttl, channel, stall, known_seq, eid)
+  local cur = redis.call('HMGET', rec, 'state', 'final', 'epoch', 'name', 'seq', 'cancel', 'eid')
   local cur_state, epoch, name = cur[1], cur[3], cur[4]
   local rolled_back = false
   local cancel = 0
   if cur[6] then cancel = 1 end
+  eid = eid or ''
+  -- The same event again (a writer's retry after a timeout: the first try may
+  -- have run): answer as the first time, record nothing.
+  if eid ~= '' and cur[7] == eid then return {tonumber(cur[5]), cancel, cur_state} end
   if cur_state then
     -- PENDING only creates a record (a retry re-publishes the same id); a
     -- final record accepts nothing more, except a new attempt (STARTED)
@@ -100,10 +104,10 @@ local function record_event(rec, hist, index, task_id, state, final, name_in, pf
     .. ',"state":"' .. state .. '","final":' .. (final == '1' and 'true' or 'false')
     .. ',' .. pfrag .. ',' .. rest .. '}'
   if state == cur_state and name == cur[4] and not rolled_back then  -- `final` follows
-    redis.call('HSET', rec, 'seq', seq, 'json', json)
+    redis.call('HSET', rec, 'seq', seq, 'json', json, 'eid', eid)
   else
-    redis.call('HSET', rec, 'seq', seq, 'json', json, 'epoch', epoch, 'state', state,
-      'final', final, 'name', name)
+    redis.call('HSET', rec, 'seq', seq, 'json', json, 'eid', eid, 'epoch', epoch,
+      'state', state, 'final', final, 'name', name)
   end
   if final == '1' or state == 'RETRY' then
     -- no attempt runs any more: nothing to watch for a stall
@@ -168,7 +172,8 @@ end
 #       stall_timeout(""=leave the deadline; else arm it: now + this many seconds),
 #       history_length, ttl_seconds, then what changes with every event:
 #       progress_fragment(""=keep), rest_fragment, epoch_candidate, known_seq (the last
-#       seq this writer recorded for the task; "" = none: see record_event)
+#       seq this writer recorded for the task; "" = none: see record_event), event_id
+#       (a retry of an event already recorded is answered, not recorded again)
 # (a task's events repeat the arguments up to ttl_seconds: progress/store/script_runner.py
 # packs them once).
 # With a fourth key, Celery's result key of the task, the same call also writes
@@ -176,14 +181,14 @@ end
 # the event: its value is ARGV[9] .. the event's progress as one JSON object
 # (`{"current", "total", "percent", "message", "eta", "meta"}`, cut from the
 # progress fragment) .. ARGV[10], its expiry ARGV[11] ("0" = none), and the
-# arguments that change with every event move up by three (ARGV[12..15]).
+# arguments that change with every event move up by three (ARGV[12..16]).
 # Returns {seq (0 when refused), cancel_requested (0|1), state after the call}
 PUBLISH = _RECORD_EVENT + _STORE_RESULT + """
 local v = 9
 if KEYS[4] then v = 12 end
 local pfrag = ARGV[v]
 local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5], pfrag,
-  ARGV[v + 1], ARGV[v + 2], ARGV[7], ARGV[8], ARGV[2], ARGV[6], ARGV[v + 3])
+  ARGV[v + 1], ARGV[v + 2], ARGV[7], ARGV[8], ARGV[2], ARGV[6], ARGV[v + 3], ARGV[v + 4])
 -- pfrag is '"progress":{' .. progress members .. '},"eta":' .. eta and meta;
 -- `},"eta":` cannot occur earlier, inside a JSON string (its quotes are escaped there).
 local close = KEYS[4] and string.find(pfrag, '},"eta":', 13, true)

@@ -7,8 +7,11 @@ the argument building and result parsing below, and both take one client per
 shard and run each call on the task's shard (progress/store/shards.py).
 """
 
+import dataclasses
 import functools
+import itertools
 import math
+import os
 import random
 import threading
 from dataclasses import dataclass
@@ -65,6 +68,8 @@ class EventDraft:
     # The last seq this process recorded for the task (None: unknown): a record behind
     # it lost writes in a fail-over, and takes a new epoch (lua.record_event).
     known_seq: int | None = None
+    # Unique per event (per draft): a retried call records it once (lua.record_event).
+    event_id: str = dataclasses.field(default_factory=lambda: next_event_id())
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,23 @@ def _number(value: float | None) -> str:
     if type(value) is float and math.isfinite(value):
         return float.__repr__(value)
     return dumps(value)  # anything else, including NaN and infinity, which it refuses
+
+
+_event_ids = itertools.count()
+_event_id_prefix = os.urandom(6).hex()
+
+
+def _new_event_id_prefix_after_fork() -> None:
+    global _event_id_prefix
+    _event_id_prefix = os.urandom(6).hex()
+
+
+os.register_at_fork(after_in_child=_new_event_id_prefix_after_fork)
+
+
+def next_event_id() -> str:
+    """An id no other event of any process has: a random per-process prefix and a count."""
+    return f"{_event_id_prefix}{next(_event_ids):x}"
 
 
 def new_epoch() -> str:
@@ -203,7 +225,7 @@ class PublishArgs(NamedTuple):
 
     keys: tuple[str, ...]
     leading: tuple[str | int, ...]
-    varying: tuple[str, str, str, str]
+    varying: tuple[str, str, str, str, str]
     shard: int = 0
 
     def flat(self) -> list[str | int]:
@@ -226,7 +248,7 @@ def publish_args(draft: EventDraft) -> PublishArgs:
     )
     rest = _rest_fragment(names.task_id_json, draft.result_json, draft.error)
     known = "" if draft.known_seq is None else str(draft.known_seq)
-    varying = (draft.progress_fragment or "", rest, new_epoch(), known)
+    varying = (draft.progress_fragment or "", rest, new_epoch(), known, draft.event_id)
     write = draft.result_write
     if write is None:
         return PublishArgs(names.keys, leading, varying, names.shard)

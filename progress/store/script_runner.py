@@ -101,7 +101,9 @@ class ScriptRunner:
                 return self._evalsha(packed)
             except (redis.ConnectionError, redis.TimeoutError):
                 # An idle connection the server (or a restart) closed: one fresh try,
-                # then the caller (the outbox) decides what to do.
+                # then the caller (the outbox) decides what to do. The call may have
+                # run before the connection failed: the record script takes each
+                # event once (its event id, lua.record_event), so a retry is safe.
                 self._conn.disconnect()
                 return self._evalsha(packed)
 
@@ -117,7 +119,21 @@ class ScriptRunner:
             replies = [self._evalsha(packed[0])]
             conn = self._conn
             self._send(conn, b"".join(packed[1:]))
-            replies += [self._read(conn) for _ in packed[1:]]
+            # Read every reply before raising: one left unread would be taken for the
+            # answer to the next call. Any other failure drops the connection.
+            errors: list[redis.ResponseError] = []
+            try:
+                for _ in packed[1:]:
+                    try:
+                        replies.append(self._read(conn))
+                    except redis.ResponseError as exc:
+                        errors.append(exc)
+                        replies.append(exc)
+            except BaseException:
+                conn.disconnect()
+                raise
+            if errors:
+                raise errors[0]
             return replies
 
     def _evalsha(self, packed: bytes) -> Any:
