@@ -32,7 +32,7 @@ async def test_flood_during_a_slow_handler_is_closed_at_once(
         ws = Ws(conn)
         await ws.send({"type": "ping", "id": 0})
         assert (await ws.recv())["type"] == "pong"
-        redis_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        redis_client.client_pause(PAUSE_MS, all=True)
         started = time.monotonic()
         try:
             for frame in frames:
@@ -45,4 +45,4 @@ async def test_flood_during_a_slow_handler_is_closed_at_once(
         elapsed = time.monotonic() - started
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert elapsed < PAUSE_MS / 1000 / 2
-    redis_client.execute_command("CLIENT", "UNPAUSE")
+    redis_client.client_unpause()
