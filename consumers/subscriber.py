@@ -281,6 +281,7 @@ class Subscriber:
         self._pool: Any = None
         self._connected_once = False
         self._announce_due = False
+        self._resubscribing: set[bytes] = set()  # channels a reconnect has yet to confirm
 
     async def subscribe(self, channel: str) -> None:
         """Return once Redis confirms the subscription (or, while reconnecting, at once:
@@ -343,6 +344,13 @@ class Subscriber:
             self._runner = asyncio.ensure_future(self._run())
 
     def _confirmed(self, name: bytes) -> None:
+        if self._resubscribing:
+            # A reconnect is announced once every channel is subscribed again: on
+            # the confirmations themselves, not on a PING answered after them,
+            # which a loading Redis refuses (-LOADING) while it takes SUBSCRIBE.
+            self._resubscribing.discard(name)
+            if not self._resubscribing:
+                self._announce()
         waiting = self._confirming.get(name)
         if waiting:
             waiter = waiting.popleft()
@@ -402,7 +410,9 @@ class Subscriber:
         self._announce_due = self._connected_once
         self._connected_once = True
         if self._channels:
-            # Announce once Redis has answered the PING sent after the SUBSCRIBE.
+            # Announce once Redis confirmed every channel (or answered the PING
+            # sent after the SUBSCRIBE, whichever it does first).
+            self._resubscribing = set(self._channels)
             await link.send((b"SUBSCRIBE", *self._channels), (b"PING",))
         else:
             self._announce()

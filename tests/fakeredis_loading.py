@@ -6,6 +6,7 @@ relays bytes to the real server."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from types import TracebackType
@@ -81,5 +82,59 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
     try:
         while data := source.recv(CHUNK):
             target.sendall(data)
+    except OSError:
+        pass
+
+
+PING_COMMAND = b"*1\r\n$4\r\nPING\r\n"
+# What Redis answers an unknown command with an error, as a loading one answers PING.
+REFUSED_PING = b"*1\r\n$17\r\nTASKPULSE-NO-PING\r\n"
+
+
+class PingRefusingProxy:
+    """Relays to a real Redis, but every PING reaches it as an unknown command, so it is
+    answered with an error (as a Redis loading its AOF answers PING with -LOADING)
+    while SUBSCRIBE works; `drop()` cuts every open connection (a Redis restart)."""
+
+    def __init__(self, real_host: str, real_port: int) -> None:
+        self.real = (real_host, real_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.open: list[socket.socket] = []
+        self.stopped = threading.Event()
+
+    def __enter__(self) -> PingRefusingProxy:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.stopped.set()
+        self.listener.close()
+        self.drop()
+
+    def drop(self) -> None:
+        for sock in list(self.open):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.open.clear()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.real)
+            self.open += [conn, upstream]
+            threading.Thread(target=_pipe, args=(upstream, conn), daemon=True).start()
+            threading.Thread(target=_pipe_refusing_ping, args=(conn, upstream),
+                             daemon=True).start()
+
+
+def _pipe_refusing_ping(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(CHUNK):
+            target.sendall(data.replace(PING_COMMAND, REFUSED_PING))
     except OSError:
         pass

@@ -117,3 +117,23 @@ async def test_the_pub_sub_connection_probes_a_silent_peer(
         sock = transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+
+
+async def test_reconnect_is_announced_when_redis_refuses_ping(
+        publisher: redis.Redis, private_redis: tuple[str, processes.Proc]) -> None:
+    """A Redis that takes SUBSCRIBE but refuses PING (loading its AOF after a restart)
+    still gets the reconnect announced, once it confirmed every channel again."""
+    from tests.fakeredis_loading import PingRefusingProxy
+
+    url, _server = private_redis
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    with PingRefusingProxy(host, int(port)) as proxy:
+        async with layer_on(proxy.url) as layer:
+            channel = await layer.new_channel()
+            await layer.group_add("g", channel)
+            await asyncio.sleep(0.2)
+            proxy.drop()
+            message = await asyncio.wait_for(layer.receive(channel), 15)
+            assert message == {"type": RECONNECTED_TYPE}
+            publisher.publish(f"{PREFIX}__group__g", layer.serialize({"type": "after"}))
+            assert (await asyncio.wait_for(layer.receive(channel), 10))["type"] == "after"
