@@ -42,6 +42,7 @@ from consumers.outbox import HIGH_WATER
 from consumers.send_backlog import PausedFlag, readable, unwritten_bytes
 from consumers.subscriber import _PubSubLink, _SocketLink
 from progress import compat
+from progress.integrations.celery.compat import CELERY_STATE
 from progress.store import keys, shards
 from progress.store.script_runner import SCRIPT_RUNNER, ScriptRunner
 from progress.tokens import issue_token
@@ -57,7 +58,8 @@ from tests.faultkit import (
     send_task,
 )
 
-GUARDS = {guard.name: guard for guard in (*web_compat.GUARDS, SCRIPT_RUNNER, shards.SHARD_HASH)}
+GUARDS = {guard.name: guard for guard in (*web_compat.GUARDS, SCRIPT_RUNNER, shards.SHARD_HASH,
+                                           CELERY_STATE)}
 SLOW_READER_TIMEOUT = 3.0
 # ~24 MB of progress frames (messages are cut at PROGRESS_MESSAGE_MAX_CHARS, 1000), far
 # more than any socket buffer holds
@@ -444,6 +446,8 @@ async def test_untested_daphne_says_why_once_and_delivers(untested_stack: Privat
     assert frames[-1]["state"] == "SUCCESS" and frames[-1]["result"] == {"steps": 5}
     assert untested_stack.worker is not None
     assert len(turned_off(untested_stack.worker, SCRIPT_RUNNER)) == 1
+    # Celery's internals too: the task ran on the public proxies and store_result.
+    assert len(turned_off(untested_stack.worker, CELERY_STATE)) == 1
 
 
 def small_window_socket(port: int) -> socket.socket:

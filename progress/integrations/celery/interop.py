@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from celery import Task, signals
-from celery._state import get_current_app
 from celery.backends.base import DisabledBackend
 from celery.backends.redis import RedisBackend
 from celery.states import ALL_STATES
@@ -38,6 +37,7 @@ from django.dispatch import receiver
 from redis.connection import parse_url
 
 from progress import conf
+from progress.integrations.celery.compat import current_app, result_meta_is_ours_to_write
 from progress.integrations.celery.signals import is_tracked
 from progress.publisher import KEEP, Keep, TaskCancelled, publish, track
 from progress.store import lua, shards
@@ -76,7 +76,7 @@ def store_progress(task: Any, task_id: str, info: ProgressMeta) -> None:
     which sends it with the event in one round trip: the record script builds the
     value around the event's own progress, which is `info`.
     """
-    backend: Any = getattr(task, "backend", None) or get_current_app().backend
+    backend: Any = getattr(task, "backend", None) or current_app().backend
     if isinstance(backend, DisabledBackend):
         return  # no result backend configured: nothing reads AsyncResult
     request = getattr(task, "request", None)
@@ -177,7 +177,7 @@ def _our_shard_of(backend: Any) -> tuple[int, str] | None:
     # Exactly RedisBackend, JSON results (the record script reads the stored status as
     # JSON, and writes the mirror as JSON) on a server and db TaskPulse uses.
     if (type(backend) is not RedisBackend or getattr(backend, "serializer", None) != "json"
-            or getattr(backend, "compression", None) or not hasattr(backend, "_get_result_meta")):
+            or getattr(backend, "compression", None) or not result_meta_is_ours_to_write()):
         return None
     theirs = {**REDIS_DEFAULTS, **getattr(backend, "connparams", {})}
     for index, url in enumerate(shards.servers()):

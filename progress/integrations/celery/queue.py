@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Task, current_app
-from celery._state import get_current_task
 
+from progress.integrations.celery.compat import current_task
 from progress.taskqueue.base import BoundTask, ProgressInfo, TaskQueue
 
 
@@ -37,9 +37,7 @@ class CeleryQueue(TaskQueue):
             current_app.control.revoke(task_id)
 
     def current_task(self) -> BoundTask | None:
-        # Not the `current_task` proxy: it follows whatever runs in the calling
-        # thread, and the reporter keeps its task for later (trailing) writes.
-        task = get_current_task()
+        task: BoundTask | None = current_task()  # progress/integrations/celery/compat.py
         if task is None or not getattr(task.request, "id", None):
             return None
         return task
