@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bench import bench_fanout, report, stack
 from tests import processes
 
 
 def daphne_from(tree: str, env: dict[str, str], port: int) -> processes.Proc:
-    """daphne (consumers.serve) importing the project from `tree` instead of this checkout."""
+    """The tuned launcher importing the project from `tree` instead of this checkout:
+    `consumers.serve <app>` since the launcher moved there, `project.serve` before."""
+    launcher, app = ("consumers.serve", ["project.asgi:application"])
+    if (Path(tree) / "project" / "serve.py").exists():
+        launcher, app = "project.serve", []
     boot = ("import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
-            "runpy.run_module('consumers.serve', run_name='__main__', alter_sys=True)")
-    argv = [sys.executable, "-c", boot, tree, "--bind", "127.0.0.1", "--port", str(port)]
+            f"runpy.run_module('{launcher}', run_name='__main__', alter_sys=True)")
+    argv = [sys.executable, "-c", boot, tree, *app, "--bind", "127.0.0.1", "--port", str(port)]
     return processes.Proc(f"daphne-baseline:{port}", argv, env)
 
 
