@@ -141,7 +141,7 @@ async def test_cancel_running_task(served: Served) -> None:
 
 
 async def test_flood_close_code(served: Served) -> None:
-    """A flooding client is rate-limited, then closed: 1008 on uvicorn, 1000 on stock daphne."""
+    """A flooding client is closed: 1008 on uvicorn, 1000 on stock daphne."""
     async with connect(served.ws) as flooder:
         for i in range(400):
             await flooder.send(json.dumps({"type": "ping", "id": i}))
@@ -151,7 +151,9 @@ async def test_flood_close_code(served: Served) -> None:
                 replies.append(await Ws(flooder).recv())
     assert caught.value.rcvd is not None
     assert caught.value.rcvd.code == CLOSE_CODE[served.kind][1008]
-    assert {r.get("code") for r in replies if r["type"] == "error"} == {"rate_limited"}
+    # Rate-limited first, or closed at once when the frames arrive faster than the
+    # consumer handles them (the client backlog bound, consumers/base.py).
+    assert {r.get("code") for r in replies if r["type"] == "error"} <= {"rate_limited"}
 
 
 async def test_oversized_frame_close_code(served: Served) -> None:

@@ -39,7 +39,7 @@ def progress_in_order_to_success(stack: SystemStack, system: System) -> None:
     frames = stack.watch(task_id, token)
     assert_contiguous(frames)
     final = frames[-1]
-    assert final["state"] == "SUCCESS" and final["final"] is True
+    assert final["state"] == "SUCCESS" and final["final"] is True, final
     assert final["result"] == {"steps": 5} and final["error"] is None
     assert final["name"] == system.demo
     history = stack.history(task_id)
