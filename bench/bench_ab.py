@@ -24,7 +24,11 @@ def daphne_from(tree: str, env: dict[str, str], port: int) -> processes.Proc:
     launcher, app = ("consumers.serve", ["project.asgi:application"])
     if (Path(tree) / "project" / "serve.py").exists():
         launcher, app = "project.serve", []
-    boot = ("import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
+    # The tree first, and this checkout (the working directory, which some
+    # import along the way puts back at the front) not at all.
+    boot = ("import os, sys, runpy; tree = sys.argv.pop(1); "
+            "sys.path[:] = [tree] + [p for p in sys.path if p not in ('', os.getcwd())]; "
+            "os.chdir(tree); "
             f"runpy.run_module('{launcher}', run_name='__main__', alter_sys=True)")
     argv = [sys.executable, "-c", boot, tree, *app, "--bind", "127.0.0.1", "--port", str(port)]
     return processes.Proc(f"daphne-baseline:{port}", argv, env)
