@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -39,6 +39,7 @@ from django_q.utils import get_func_repr
 
 from progress import conf, publisher
 from progress.integrations.django_q.results import CANCELLED_TYPE, error_of
+from progress.integrations.recording import record, record_final
 from progress.publisher.heartbeat import heartbeat
 from progress.store.records import EventDraft, PublishOutcome
 from progress.store.sweeper import Sweeper
@@ -92,31 +93,13 @@ def _function_at(path: str) -> Any:
         return None
 
 
-def _record(draft: EventDraft) -> PublishOutcome | None:
-    try:
-        return publisher.publish(draft)
-    except Exception:
-        logger.exception("TaskPulse could not record %s for task %s", draft.state.value,
-                         draft.task_id)
-        return None
-
-
-def _record_final(task_id: str, draft: Callable[[], EventDraft]) -> None:
-    try:
-        final = draft()
-    except Exception:
-        logger.exception("TaskPulse could not tell how task %s ended", task_id)
-        return
-    _record(final)
-
-
 def on_pre_enqueue(sender: Any = None, task: dict[str, Any] | None = None, **_: Any) -> None:
     if not task or not is_tracked(task.get("func")):
         return
     start_as = _start_as.get()
     if start_as is not None:
         task[ID_KEY] = start_as
-    _record(EventDraft(taskpulse_id(task), State.PENDING, name=get_func_repr(task.get("func"))))
+    record(EventDraft(taskpulse_id(task), State.PENDING, name=get_func_repr(task.get("func"))))
 
 
 def on_post_spawn(sender: Any = None, **_: Any) -> None:
@@ -161,7 +144,7 @@ def on_pre_execute(sender: Any = None, func: Any = None, task: dict[str, Any] | 
         return
     task_id = taskpulse_id(task)
     name = get_func_repr(task.get("func"))
-    outcome = _record(EventDraft(task_id, State.STARTED, name=name,
+    outcome = record(EventDraft(task_id, State.STARTED, name=name,
                                  stall_timeout=conf.stall_timeout()))
     if refused(outcome):
         task[HELD_ARGS_KEY] = task.get("args", ())
@@ -182,7 +165,7 @@ def on_post_execute_in_worker(sender: Any = None, func: Any = None,
     task_id = taskpulse_id(task)
     scope = _scopes.pop(task_id, None)
     try:
-        _record_final(task_id, lambda: final_event(task_id, task))
+        record_final(task_id, lambda: final_event(task_id, task))
     finally:
         heartbeat().end(task_id)
         publisher.forget(task_id)
@@ -241,7 +224,7 @@ def terminate(task_id: str) -> None:
         return  # not running here, or in the caller's own process (`sync`): never killed
     logger.warning("TaskPulse: terminating the Django-Q2 worker %d running cancelled task %s",
                    os.getpid(), task_id)
-    _record(EventDraft(task_id, State.REVOKED,
+    record(EventDraft(task_id, State.REVOKED,
                        error={"type": "TaskRevokedError", "message": "task terminated"}))
     heartbeat().end(task_id)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import ModuleType
@@ -33,6 +33,7 @@ import redis
 
 from progress import conf, publisher
 from progress.integrations.django_tasks.framework import task_path
+from progress.integrations.recording import record, record_final
 from progress.publisher.heartbeat import heartbeat
 from progress.store import shards
 from progress.store.connections import sync_client
@@ -116,24 +117,6 @@ def is_tracked(task: Any) -> bool:
     return bool(getattr(getattr(task, "func", None), OPT_OUT_ATTRIBUTE, True))
 
 
-def _record(draft: EventDraft) -> PublishOutcome | None:
-    try:
-        return publisher.publish(draft)
-    except Exception:
-        logger.exception("TaskPulse could not record %s for task %s", draft.state.value,
-                         draft.task_id)
-        return None
-
-
-def _record_final(task_id: str, draft: Callable[[], EventDraft]) -> None:
-    try:
-        final = draft()
-    except Exception:
-        logger.exception("TaskPulse could not tell how task %s ended", task_id)
-        return
-    _record(final)
-
-
 def on_enqueued(sender: Any = None, task_result: Any = None, **_: Any) -> None:
     if task_result is None or not is_tracked(task_result.task):
         return
@@ -146,7 +129,7 @@ def on_enqueued(sender: Any = None, task_result: Any = None, **_: Any) -> None:
             _remember(system_id, task_id)
         except Exception:
             logger.exception("TaskPulse could not file task %s under %s", system_id, task_id)
-    _record(EventDraft(task_id, State.PENDING, name=task_path(task_result.task)))
+    record(EventDraft(task_id, State.PENDING, name=task_path(task_result.task)))
 
 
 def refused(outcome: PublishOutcome | None) -> bool:
@@ -165,7 +148,7 @@ def on_started(sender: Any = None, task_result: Any = None, **_: Any) -> None:
     name = task_path(task_result.task)
     if getattr(sender, "__name__", "") not in IN_CALLER_BACKENDS:
         _start_sweeper()
-    outcome = _record(EventDraft(task_id, State.STARTED, name=name,
+    outcome = record(EventDraft(task_id, State.STARTED, name=name,
                                  stall_timeout=conf.stall_timeout()))
     if refused(outcome):
         if task_id != system_id:
@@ -187,7 +170,7 @@ def on_finished(sender: Any = None, task_result: Any = None, **_: Any) -> None:
     else:  # refused at task_started, or started elsewhere
         task_id = _aliases.pop(system_id, "") or taskpulse_id(system_id)
     try:
-        _record_final(task_id, lambda: final_event(task_id, task_result))
+        record_final(task_id, lambda: final_event(task_id, task_result))
     finally:
         heartbeat().end(task_id)
         publisher.forget(task_id)
