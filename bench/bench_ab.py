@@ -11,27 +11,9 @@ least disturbed by other load on the machine), delivered/s and latency.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from bench import bench_fanout, report, stack
 from tests import processes
-
-
-def daphne_from(tree: str, env: dict[str, str], port: int) -> processes.Proc:
-    """The tuned launcher importing the project from `tree` instead of this checkout:
-    `consumers.serve <app>` since the launcher moved there, `project.serve` before."""
-    launcher, app = ("consumers.serve", ["project.asgi:application"])
-    if (Path(tree) / "project" / "serve.py").exists():
-        launcher, app = "project.serve", []
-    # The tree first, and this checkout (the working directory, which some
-    # import along the way puts back at the front) not at all.
-    boot = ("import os, sys, runpy; tree = sys.argv.pop(1); "
-            "sys.path[:] = [tree] + [p for p in sys.path if p not in ('', os.getcwd())]; "
-            "os.chdir(tree); "
-            f"runpy.run_module('{launcher}', run_name='__main__', alter_sys=True)")
-    argv = [sys.executable, "-c", boot, tree, *app, "--bind", "127.0.0.1", "--port", str(port)]
-    return processes.Proc(f"daphne-baseline:{port}", argv, env)
 
 
 def main() -> None:
@@ -54,7 +36,7 @@ def main() -> None:
         env = stack.bench_env(redis_server.url)
         stack.setup_django(env)
         base_port = processes.free_port()
-        base = daphne_from(args.baseline, env, base_port).start()
+        base = stack.daphne_from(args.baseline, env, base_port).start()
         processes.wait_http_ok(f"http://127.0.0.1:{base_port}/healthz", proc=base)
         cur, cur_port = stack.start_web("daphne", env)
         servers = {"baseline": (base, base_port), "current": (cur, cur_port)}
@@ -91,7 +73,7 @@ def storm_ab(args: argparse.Namespace) -> None:
 
         def start_baseline() -> tuple[processes.Proc, int]:
             port = processes.free_port()
-            proc = daphne_from(args.baseline, env, port).start()
+            proc = stack.daphne_from(args.baseline, env, port).start()
             processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
             return proc, port
 

@@ -68,9 +68,8 @@ def measure(kind: str, env: dict[str, str], redis_client: object, subs: list[tup
             count: int, probe: bool) -> dict[str, float]:
     port = processes.free_port()
     if kind.startswith(BASELINE):
-        from bench.bench_ab import daphne_from
 
-        proc = daphne_from(kind.removeprefix(BASELINE), env, port)
+        proc = stack.daphne_from(kind.removeprefix(BASELINE), env, port)
     elif probe:
         proc = probed_web(kind, env, port)
     else:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import redis
@@ -208,3 +209,19 @@ def setup_django(env: dict[str, str]) -> None:
     import django
 
     django.setup()
+
+
+def daphne_from(tree: str, env: dict[str, str], port: int) -> processes.Proc:
+    """The tuned launcher importing the project from `tree` instead of this checkout:
+    `consumers.serve <app>` since the launcher moved there, `project.serve` before."""
+    launcher, app = ("consumers.serve", ["project.asgi:application"])
+    if (Path(tree) / "project" / "serve.py").exists():
+        launcher, app = "project.serve", []
+    # The tree first, and this checkout (the working directory, which some
+    # import along the way puts back at the front) not at all.
+    boot = ("import os, sys, runpy; tree = sys.argv.pop(1); "
+            "sys.path[:] = [tree] + [p for p in sys.path if p not in ('', os.getcwd())]; "
+            "os.chdir(tree); "
+            f"runpy.run_module('{launcher}', run_name='__main__', alter_sys=True)")
+    argv = [sys.executable, "-c", boot, tree, *app, "--bind", "127.0.0.1", "--port", str(port)]
+    return processes.Proc(f"daphne-baseline:{port}", argv, env)
