@@ -212,8 +212,9 @@ def message_max_chars() -> int:
 
 
 def inbox_max_frames() -> int:
-    """Client frames a connection may have read but not handled; past it, close 1008."""
-    return int(_get("PROGRESS_INBOX_MAX_FRAMES", 100))
+    """Client frames a connection may have read but not handled; past it, close 1008.
+    Twice the rate limit's burst: a client within its rate is never closed for it."""
+    return int(_get("PROGRESS_INBOX_MAX_FRAMES", 2 * rate_limit()[1]))
 
 
 def inbox_max_bytes() -> int:

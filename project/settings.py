@@ -6,6 +6,7 @@ scripts/dev and the tests) is development mode: debug pages and a published
 development key, never for a server others can reach.
 """
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -152,6 +153,11 @@ PROGRESS_SLOW_READER_TIMEOUT = env_number("PROGRESS_SLOW_READER_TIMEOUT", 30.0)
 PROGRESS_START_RATE = env_str("PROGRESS_START_RATE", conf.DEFAULT_START_RATE)
 PROGRESS_CANCEL_RATE = env_str("PROGRESS_CANCEL_RATE", conf.DEFAULT_CANCEL_RATE)
 PROGRESS_TRUSTED_PROXIES = env_list("PROGRESS_TRUSTED_PROXIES", [])
+# Client frames read but not yet handled: set only when the environment says,
+# else progress/conf.py's defaults (twice the rate burst; 1 MiB) apply.
+for _name in ("PROGRESS_INBOX_MAX_FRAMES", "PROGRESS_INBOX_MAX_BYTES"):
+    if _name in os.environ:
+        globals()[_name] = env_int(_name, 0)
 PROGRESS_MESSAGE_MAX_CHARS = env_int("PROGRESS_MESSAGE_MAX_CHARS", conf.DEFAULT_MESSAGE_MAX_CHARS)
 PROGRESS_MAX_SOCKETS = env_int("PROGRESS_MAX_SOCKETS", conf.DEFAULT_MAX_SOCKETS)
 PROGRESS_MAX_SOCKETS_PER_CLIENT = env_int("PROGRESS_MAX_SOCKETS_PER_CLIENT",

@@ -273,7 +273,8 @@ def test_healthz(stack: Stack) -> None:
 
 
 async def test_flood_is_rate_limited_then_closed_1008(stack: Stack) -> None:
-    """A client that keeps sending after `rate_limited` is closed with 1008; others are served."""
+    """A flooding client is closed with 1008 (after `rate_limited`, or at once when its
+    unhandled frames pass the bound); others are served."""
     async with connect(stack.ws) as flooder, connect(stack.ws) as bystander:
         for i in range(400):
             await flooder.send(json.dumps({"type": "ping", "id": i}))
@@ -283,8 +284,11 @@ async def test_flood_is_rate_limited_then_closed_1008(stack: Stack) -> None:
                 replies.append(await Ws(flooder).recv())
         assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
         codes = {r.get("code") for r in replies if r["type"] == "error"}
-        assert codes == {"rate_limited"}
-        assert sum(r["type"] == "pong" for r in replies) >= 100  # the burst was served
+        # Rate-limited and then closed, or closed at once when the frames arrived
+        # faster than the consumer handled them (the client backlog bound).
+        assert codes <= {"rate_limited"}
+        if codes:
+            assert sum(r["type"] == "pong" for r in replies) >= 100  # the burst was served
         await Ws(bystander).send({"type": "ping", "id": "ok"})
         assert await Ws(bystander).recv() == {"type": "pong", "id": "ok"}
 
