@@ -41,12 +41,13 @@ class Proc:
     lines: list[str] = field(default_factory=list)
     ready_event: threading.Event = field(default_factory=threading.Event)
     ready_marker: str | None = None
+    cwd: Path = ROOT  # a host site's process runs in the site's directory
 
     def start(self) -> Proc:
         self.lines.clear()
         self.ready_event.clear()
         self.popen = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, text=True,
+            self.argv, cwd=self.cwd, env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()

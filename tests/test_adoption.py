@@ -28,10 +28,8 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import sysconfig
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ import websockets
 
 from tests import processes
 from tests.client import Http, Ws, connect
+from tests.fresh_site import build_wheel, clean_env, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -53,17 +52,7 @@ DOC = ROOT / "docs" / "INTEGRATION.md"
 HOST_APP = ROOT / "tests" / "adoption" / "jobs"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-COMMAND_TIMEOUT = 180.0  # one command: pip install, startproject, collectstatic, ...
 WATCH_TIMEOUT = 45.0  # from subscribing to every watched task's final frame
-
-# What is left out of the copy of this checkout the wheel is built from: the
-# build then never writes into the shared work tree.
-NOT_SOURCE = (".git", ".venv", "*_cache", ".grimp_cache", "__pycache__", "*.egg-info",
-              "build", "dist", "node_modules", "test-results", "tests", "bench")
-# Variables of this test process that must not leak into the host site's
-# processes (conftest.py points DJANGO_SETTINGS_MODULE at project.settings).
-PRIVATE_ENV = ("DJANGO_", "TASKPULSE_", "PROGRESS_", "CELERY_", "REDIS_", "PYTHON",
-               "VIRTUAL_ENV", "PYTEST_")
 
 # The doc's code blocks, by the name in their `<!-- adoption: NAME -->` marker.
 CELERY_APP = "mysite/celery.py"
@@ -100,42 +89,6 @@ def doc_blocks() -> dict[str, str]:
 
 
 # -- processes ------------------------------------------------------------------
-
-
-@dataclass
-class SiteProc(processes.Proc):
-    """A child process run in a directory of its own (the site's, the service's)."""
-
-    cwd: Path = ROOT
-
-    def start(self) -> SiteProc:
-        self.lines.clear()
-        self.ready_event.clear()
-        self.popen = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        return self
-
-
-def clean_env(bin_dir: Path | None = None, /, **extra: str) -> dict[str, str]:
-    """This process's environment without its Django/TaskPulse/Celery variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV)}
-    if bin_dir is not None:
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def run(argv: list[str], cwd: Path, env: dict[str, str],
-        timeout: float = COMMAND_TIMEOUT) -> str:
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == 0, (
-        f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 def amqp_reachable(url: str) -> bool:
@@ -194,12 +147,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     source = tmp_path_factory.mktemp("source") / "taskpulse"
     out = tmp_path_factory.mktemp("wheelhouse")
     try:
-        shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
-        run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out),
-             str(source)], cwd=out, env=clean_env())
-        wheels = sorted(out.glob("taskpulse-*.whl"))
-        assert len(wheels) == 1, wheels
-        yield wheels[0]
+        yield build_wheel(source, out)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -266,10 +214,10 @@ def make_site(venv: Venv, parent: Path, mode: str, values: dict[str, object]) ->
     return site
 
 
-def worker_proc(venv: Venv, site: Path, env: dict[str, str], prefix: str) -> SiteProc:
+def worker_proc(venv: Venv, site: Path, env: dict[str, str], prefix: str) -> processes.Proc:
     argv = [venv.exe("celery"), "-A", "mysite", "worker", "--pool", "solo", "-l", "info",
             "-n", f"{prefix}-w@%h", "--without-mingle", "--without-gossip"]
-    return SiteProc(f"worker:{prefix}", argv, env, ready_marker=" ready.", cwd=site)
+    return processes.Proc(f"worker:{prefix}", argv, env, ready_marker=" ready.", cwd=site)
 
 
 @dataclass
@@ -281,8 +229,8 @@ class Running:
     env: dict[str, str]
     prefix: str
     port: int
-    web: SiteProc
-    worker: SiteProc
+    web: processes.Proc
+    worker: processes.Proc
     task_ids: list[str] = field(default_factory=list)
 
     @property
@@ -443,7 +391,7 @@ def embedded(request: pytest.FixtureRequest, host_venv: Venv,
                      values)
     env = clean_env(host_venv.bin)
     port = processes.free_port()
-    web = SiteProc(f"daphne:{port}", [host_venv.exe("daphne"), "-b", "127.0.0.1", "-p",
+    web = processes.Proc(f"daphne:{port}", [host_venv.exe("daphne"), "-b", "127.0.0.1", "-p",
                                       str(port), "mysite.asgi:application"], env, cwd=site)
     running = Running(site, host_venv, env, prefix, port, web,
                       worker_proc(host_venv, site, env, prefix))
@@ -575,7 +523,7 @@ def status_host(host_venv: Venv, tmp_path_factory: pytest.TempPathFactory,
                      values)
     env = clean_env(host_venv.bin, TASKPULSE_TOKEN_KEY=token_key)
     port = processes.free_port()
-    web = SiteProc(f"runserver:{port}", [host_venv.python, "manage.py", "runserver",
+    web = processes.Proc(f"runserver:{port}", [host_venv.python, "manage.py", "runserver",
                                          "--noreload", f"127.0.0.1:{port}"], env, cwd=site)
     running = Running(site, host_venv, env, prefix, port, web,
                       worker_proc(host_venv, site, env, prefix))
@@ -589,7 +537,7 @@ def status_host(host_venv: Venv, tmp_path_factory: pytest.TempPathFactory,
 
 @dataclass
 class Service:
-    proc: SiteProc
+    proc: processes.Proc
     port: int
 
     @property
@@ -633,7 +581,7 @@ def status_service(request: pytest.FixtureRequest, status_host: tuple[Running, s
                 *listen]
         env, cwd = clean_env(host_venv.bin, **common), tmp_path
         health = "/api/healthz"
-    proc = SiteProc(f"service:{request.param}:{port}", argv, env, cwd=cwd).start()
+    proc = processes.Proc(f"service:{request.param}:{port}", argv, env, cwd=cwd).start()
     try:
         processes.wait_http_ok(f"http://127.0.0.1:{port}{health}", proc=proc)
         yield Service(proc, port)

@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from progress.integrations.django_q.results import error_of
 from progress.publisher import TaskCancelled
-from tests import processes
+from tests import fresh_site, processes
 from tests.systems import harness, no_celery, scenarios
 from tests.systems.harness import SystemStack
 
@@ -116,11 +116,11 @@ def test_a_site_with_django_q_only_and_no_celery(redis_client: redis.Redis,
     python = str(venv / "bin" / "python")
     prefix = f"tpnoc{secrets.token_hex(3)}"
     site = no_celery.make_site(tmp_path, prefix, harness.REDIS_URL)
-    env = no_celery.clean_env(venv / "bin", DJANGO_SETTINGS_MODULE="nqsite.settings")
-    listed = no_celery.run([python, "-m", "pip", "list", "--format=json"], site, env)
+    env = fresh_site.clean_env(venv / "bin", DJANGO_SETTINGS_MODULE="nqsite.settings")
+    listed = fresh_site.run([python, "-m", "pip", "list", "--format=json"], site, env)
     installed = {package["name"].lower() for package in json.loads(listed)}
     assert "django-q2" in installed and not installed & set(no_celery.QUEUE_LIBRARIES)
-    no_celery.run([python, "manage.py", "migrate", "--noinput"], site, env)
+    fresh_site.run([python, "manage.py", "migrate", "--noinput"], site, env)
     port = processes.free_port()
     cluster = no_celery.SiteProc("qcluster", [python, "manage.py", "qcluster"], env,
                                  ready_marker="running.", cwd=site, cluster=True)
@@ -132,7 +132,7 @@ def test_a_site_with_django_q_only_and_no_celery(redis_client: redis.Redis,
         web.start()
         cluster.wait_marker()
         processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=web)
-        printed = no_celery.run([python, "-c", no_celery.ENQUEUE], site, env)
+        printed = fresh_site.run([python, "-c", no_celery.ENQUEUE], site, env)
         started = json.loads(printed.strip().splitlines()[-1])
         assert started["queues"] == ["django_q"], started
         assert not started["celery_installed"] and started["loaded"] == [], started

@@ -6,26 +6,17 @@ and stock daphne from that virtualenv, and a task enqueued with `async_task`.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests import processes
+from tests import fresh_site, processes
+from tests.fresh_site import clean_env, run
 
-COMMAND_TIMEOUT = 240.0  # pip install with its dependencies
 # Left out of the copy the wheel is built from, so the build never writes into
 # the shared work tree.
-NOT_SOURCE = (".git", ".venv", "*_cache", ".grimp_cache", "__pycache__", "*.egg-info",
-              "build", "dist", "node_modules", "test-results", "tests", "bench")
-# This process's variables that must not reach the site's processes.
-PRIVATE_ENV = ("DJANGO_", "TASKPULSE_", "PROGRESS_", "CELERY_", "REDIS_", "PYTHON",
-               "VIRTUAL_ENV", "PYTEST_", "Q_CLUSTER")
 INTEGRATION_FILE = "progress/integrations/django_q/signals.py"
 QUEUE_LIBRARIES = ("celery", "kombu", "billiard")
 
@@ -124,37 +115,14 @@ print(json.dumps({
 '''
 
 
-def clean_env(bin_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV)}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def run(argv: list[str], cwd: Path, env: dict[str, str],
-        timeout: float = COMMAND_TIMEOUT) -> str:
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == 0, (
-        f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
 def build_wheel(workdir: Path) -> Path:
-    """The wheel of this checkout (`pip wheel --no-deps`), built from a copy of it."""
-    source = workdir / "source"
-    shutil.copytree(processes.ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
-    out = workdir / "wheelhouse"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out),
-         str(source)], cwd=workdir, env=clean_env(Path(sys.executable).parent))
-    wheels = sorted(out.glob("taskpulse-*.whl"))
-    assert len(wheels) == 1, wheels
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        assert INTEGRATION_FILE in wheel.namelist(), (
+    """The wheel of this checkout, with the Django-Q2 integration in it."""
+    wheel = fresh_site.build_wheel(workdir / "source", workdir / "wheelhouse")
+    with zipfile.ZipFile(wheel) as contents:
+        assert INTEGRATION_FILE in contents.namelist(), (
             "the wheel lacks progress.integrations.django_q: list the integration "
             "packages in [tool.setuptools] packages of pyproject.toml")
-    return wheels[0]
+    return wheel
 
 
 def make_venv(workdir: Path, wheel: Path) -> Path:
@@ -187,9 +155,8 @@ def make_site(workdir: Path, prefix: str, redis_url: str) -> Path:
 
 @dataclass
 class SiteProc(processes.Proc):
-    """A process of the site, run in the site's directory."""
+    """A process of the site (run in its directory: `cwd`); a cluster stops cleanly."""
 
-    cwd: Path = processes.ROOT
     cluster: bool = False  # a Django-Q2 cluster: stopped through its main process
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -199,12 +166,3 @@ class SiteProc(processes.Proc):
             stop_cluster(self)
         else:
             super().stop(sig)
-
-    def start(self) -> SiteProc:
-        self.lines.clear()
-        self.ready_event.clear()
-        self.popen = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        threading.Thread(target=self._pump, daemon=True).start()
-        return self
