@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -211,3 +212,17 @@ def start_sentinel(port: int, data_dir: str, master_name: str, master_port: int,
                 ready_marker="+monitor master").start()
     proc.wait_marker()
     return proc
+
+
+# -- RabbitMQ, for the tests that run Celery's broker on it (skipped without it) ---
+
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def amqp_reachable(url: str = AMQP_URL) -> bool:
+    parsed = urllib.parse.urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), 2):
+            return True
+    except OSError:
+        return False

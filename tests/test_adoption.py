@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sys
 import sysconfig
 import time
@@ -44,6 +43,7 @@ import websockets
 from tests import processes
 from tests.client import Http, Ws, connect
 from tests.fresh_site import build_wheel, clean_env, run
+from tests.processes import AMQP_URL, amqp_reachable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -51,7 +51,6 @@ ROOT = processes.ROOT
 DOC = ROOT / "docs" / "INTEGRATION.md"
 HOST_APP = ROOT / "tests" / "adoption" / "jobs"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 WATCH_TIMEOUT = 45.0  # from subscribing to every watched task's final frame
 
 # The doc's code blocks, by the name in their `<!-- adoption: NAME -->` marker.
@@ -91,13 +90,6 @@ def doc_blocks() -> dict[str, str]:
 # -- processes ------------------------------------------------------------------
 
 
-def amqp_reachable(url: str) -> bool:
-    parsed = urllib.parse.urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), 2):
-            return True
-    except OSError:
-        return False
 
 
 def delete_amqp_queue(url: str, name: str) -> None:

@@ -4,11 +4,8 @@ Redis still holds TaskPulse's records and the result backend; only the task
 messages travel through RabbitMQ. Skipped when no RabbitMQ answers.
 """
 
-import os
-import socket
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import pytest
 from celery import Celery
@@ -18,20 +15,13 @@ from progress.tokens import issue_token
 from tests import processes
 from tests.client import Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack
+from tests.processes import AMQP_URL, amqp_reachable
 
 pytestmark = pytest.mark.integration
 
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 QUEUE = f"{SESSION_PREFIX}-amqp"
 
 
-def amqp_reachable(url: str) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), 2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

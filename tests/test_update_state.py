@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -33,8 +30,8 @@ from progress.tokens import issue_token
 from tests import processes
 from tests.client import Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack
+from tests.processes import AMQP_URL, amqp_reachable
 
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POLL_TIMEOUT = 20.0
 
 
@@ -416,13 +413,6 @@ async def test_cancel_stops_a_tutorial_task(stack: Stack, store: RecordStore) ->
 # -- integration: other result backends ----------------------------------------------
 
 
-def amqp_reachable(url: str) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), 2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
