@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import websockets
 
+from progress.tokens import issue_token
 from tests import processes
 from tests.client import connect
 
@@ -194,3 +195,16 @@ def send_task(stack: PrivateStack, name: str, **kwargs: Any) -> str:
     finally:
         app.close()
     return task_id
+
+
+async def resume_to_final(url: str, task_id: str, watcher: Watcher, **client: Any) -> None:
+    """Resume `task_id` where `watcher` left it, to SUCCESS, with nothing out of order."""
+    async with websockets.connect(url, open_timeout=10, **client) as again:
+        await again.send(json.dumps({"type": "subscribe", "task_id": task_id,
+                                     "token": issue_token(task_id),
+                                     **watcher.resume_args(task_id)}))
+        async with asyncio.timeout(60):
+            while task_id not in watcher.final:
+                watcher.check(json.loads(await again.recv()))
+    assert watcher.violations == []
+    assert watcher.final[task_id]["state"] == "SUCCESS"

@@ -54,6 +54,7 @@ from tests.faultkit import (
     own_redis,
     private_stack,
     restart_redis,
+    resume_to_final,
     rss_kib,
     send_task,
 )
@@ -478,18 +479,6 @@ async def stopped_reader_is_cut_off(url: str, port: int, task_id: str, web: proc
     assert task_id not in watcher.final and watcher.frames < STEPS // 4, watcher.frames
     assert peak - baseline < RSS_GROWTH_LIMIT_KIB, (baseline, peak)
     return watcher
-
-
-async def resume_to_final(url: str, task_id: str, watcher: Watcher, **client: Any) -> None:
-    async with websockets.connect(url, open_timeout=10, **client) as again:
-        await again.send(json.dumps({"type": "subscribe", "task_id": task_id,
-                                     "token": issue_token(task_id),
-                                     **watcher.resume_args(task_id)}))
-        async with asyncio.timeout(60):
-            while task_id not in watcher.final:
-                watcher.check(json.loads(await again.recv()))
-    assert watcher.violations == []
-    assert watcher.final[task_id]["state"] == "SUCCESS"
 
 
 async def test_untested_daphne_still_bounds_a_slow_reader(untested_stack: PrivateStack) -> None:

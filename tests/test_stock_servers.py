@@ -22,7 +22,7 @@ import websockets
 from progress.tokens import issue_token
 from tests import processes
 from tests.client import Http, Ws, connect
-from tests.faultkit import PrivateStack, private_stack, rss_kib, send_task
+from tests.faultkit import PrivateStack, private_stack, resume_to_final, rss_kib, send_task
 from tests.test_compat import stopped_blocking_reader
 
 pytestmark = pytest.mark.integration
@@ -190,12 +190,4 @@ async def test_stopped_reader(served: Served) -> None:
         return
     assert cut and task_id not in watcher.final and watcher.frames < STEPS // 4
     assert peak - baseline < RSS_GROWTH_LIMIT_KIB, (baseline, peak)
-    async with websockets.connect(served.ws, open_timeout=10) as again:
-        await again.send(json.dumps({"type": "subscribe", "task_id": task_id,
-                                     "token": issue_token(task_id),
-                                     **watcher.resume_args(task_id)}))
-        async with asyncio.timeout(60):
-            while task_id not in watcher.final:
-                watcher.check(json.loads(await again.recv()))
-    assert watcher.violations == []
-    assert watcher.final[task_id]["state"] == "SUCCESS"
+    await resume_to_final(served.ws, task_id, watcher)
