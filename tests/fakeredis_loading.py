@@ -1,5 +1,7 @@
-"""A fake Redis in front of a real one, for a reply real servers give rarely and
-briefly: `-LOADING` while an AOF replays. Until `finish_loading()` it accepts
+"""Fake servers in front of a real Redis, for replies real servers give rarely and
+briefly (next to the real-process tests): `LoadingThenRealServer` answers
+`-LOADING` while an AOF replays, `PingRefusingProxy` refuses PING as a loading
+server does. `LoadingThenRealServer`: Until `finish_loading()` it accepts
 the connection's set-up commands (+OK) and answers every script call with
 -LOADING, as a server that restarted under an open connection does; then it
 relays bytes to the real server."""
@@ -10,6 +12,7 @@ import contextlib
 import socket
 import threading
 from types import TracebackType
+from typing import Self
 
 LOADING_REPLY = b"-LOADING Redis is loading the dataset in memory\r\n"
 OK_REPLY = b"+OK\r\n"
@@ -17,25 +20,22 @@ HELLO_REPLY = b"%1\r\n$5\r\nproto\r\n:3\r\n"  # RESP3, as redis-py's HELLO 3 exp
 CHUNK = 65536
 
 
-class LoadingThenRealServer:
+class _FrontServer:
+    """Listens on a free port in front of a real Redis; `_serve` handles each client."""
+
     def __init__(self, real_host: str, real_port: int) -> None:
         self.real = (real_host, real_port)
-        self.loading = threading.Event()
-        self.loading.set()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
         self.stopped = threading.Event()
 
-    def __enter__(self) -> LoadingThenRealServer:
+    def __enter__(self) -> Self:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.stopped.set()
         self.listener.close()
-
-    def finish_loading(self) -> None:
-        self.loading.clear()
 
     def _accept(self) -> None:
         while not self.stopped.is_set():
@@ -44,6 +44,19 @@ class LoadingThenRealServer:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class LoadingThenRealServer(_FrontServer):
+    def __init__(self, real_host: str, real_port: int) -> None:
+        super().__init__(real_host, real_port)
+        self.loading = threading.Event()
+        self.loading.set()
+
+    def finish_loading(self) -> None:
+        self.loading.clear()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -91,25 +104,17 @@ PING_COMMAND = b"*1\r\n$4\r\nPING\r\n"
 REFUSED_PING = b"*1\r\n$17\r\nTASKPULSE-NO-PING\r\n"
 
 
-class PingRefusingProxy:
+class PingRefusingProxy(_FrontServer):
     """Relays to a real Redis, but every PING reaches it as an unknown command, so it is
     answered with an error (as a Redis loading its AOF answers PING with -LOADING)
     while SUBSCRIBE works; `drop()` cuts every open connection (a Redis restart)."""
 
     def __init__(self, real_host: str, real_port: int) -> None:
-        self.real = (real_host, real_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        super().__init__(real_host, real_port)
         self.open: list[socket.socket] = []
-        self.stopped = threading.Event()
-
-    def __enter__(self) -> PingRefusingProxy:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
 
     def __exit__(self, *exc: object | TracebackType) -> None:
-        self.stopped.set()
-        self.listener.close()
+        super().__exit__(*exc)
         self.drop()
 
     def drop(self) -> None:
@@ -119,17 +124,11 @@ class PingRefusingProxy:
             sock.close()
         self.open.clear()
 
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.real)
-            self.open += [conn, upstream]
-            threading.Thread(target=_pipe, args=(upstream, conn), daemon=True).start()
-            threading.Thread(target=_pipe_refusing_ping, args=(conn, upstream),
-                             daemon=True).start()
+    def _serve(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(self.real)
+        self.open += [conn, upstream]
+        threading.Thread(target=_pipe, args=(upstream, conn), daemon=True).start()
+        _pipe_refusing_ping(conn, upstream)
 
 
 def _pipe_refusing_ping(source: socket.socket, target: socket.socket) -> None:
