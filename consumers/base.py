@@ -38,12 +38,12 @@ from consumers.inbox import Inbox
 from consumers.outbox import BACKLOG_EXTENSION, HIGH_WATER
 from progress import conf
 from progress.compat import enabled
+from progress.wire import close_codes
 
 logger = logging.getLogger(__name__)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-NORMAL_CLOSURE = 1000
 # Close codes this process's server refused (stock daphne: 1008, 1009).
 _refused_close_codes: set[int] = set()
 
@@ -55,7 +55,6 @@ class _PumpFailed:
         self.error = error
 
 
-CLOSE_POLICY_VIOLATION = 1008
 WEBSOCKET_RECEIVE = "websocket.receive"
 
 
@@ -248,7 +247,7 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _flooded(self) -> None:
         logger.info("TaskPulse: closing a connection whose unhandled frames passed the bound")
-        await self.close(CLOSE_POLICY_VIOLATION)
+        await self.close(close_codes.POLICY_VIOLATION)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         if not _own_loop():
@@ -266,15 +265,15 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Close with `code`; a server that refuses it (stock daphne: autobahn lets an
         application send only 1000 and 3000-4999, so 1008/1009 raise) closes with 1000."""
         if code is not None and code in _refused_close_codes:
-            code = NORMAL_CLOSURE
+            code = close_codes.NORMAL
         try:
             await super().close(code, reason)
         except Exception:
-            if code in (None, NORMAL_CLOSURE):
+            if code in (None, close_codes.NORMAL):
                 raise
             if code not in _refused_close_codes:
                 _refused_close_codes.add(code)
                 logger.warning("TaskPulse: this server refuses WebSocket close code %d; "
                                "closing with 1000 instead (docs/GUARANTEES.md, \"Stock daphne "
                                "and uvicorn\")", code)
-            await super().close(NORMAL_CLOSURE)
+            await super().close(close_codes.NORMAL)

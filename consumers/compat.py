@@ -4,8 +4,9 @@ Channels and redis-py, and what runs instead when a release changed it
 
 - LEAN_PROTOCOL: consumers/ws_protocol.py TaskPulseWebSocketProtocol; else
   daphne's protocol (with the close codes and the backlog still).
-- CLOSE_CODES: 1008/1009 through autobahn's sendCloseFrame and a close frame
-  on protocol errors; else 1000 (consumers/base.py) and a dropped connection.
+- CLOSE_CODES: 1008/1009 through autobahn's sendCloseFrame, a close frame on
+  protocol errors and a 5 s close handshake; else 1000 (consumers/base.py) and
+  a dropped connection.
 - DAPHNE_SERVER: listen backlog 4096, an Inbox per connection; else Twisted's
   backlog (50) and daphne's asyncio.Queue.
 - DIRECT_WRITE: consumers/direct_write.py; else Twisted's buffered writes.
@@ -46,9 +47,13 @@ def _close_frame_takes_a_code() -> list[str]:
             for name in ("code", "isReply") if name not in parameters]
 
 
-def _fail_by_drop_is_an_option() -> list[str]:
+def _own_options_are_options() -> list[str]:
+    """The options the protocol sets for itself (a close frame on protocol errors,
+    a close handshake a busy client has time to answer) are still protocol options."""
+    from consumers.ws_protocol import OWN_OPTIONS
+
     names = set(compat.resolve(f"{_AUTOBAHN}:WebSocketServerProtocol.CONFIG_ATTRS"))  # type: ignore[call-overload]
-    return [] if "failByDrop" in names else ["failByDrop is no longer a protocol option"]
+    return [f"{name} is no longer a protocol option" for name in OWN_OPTIONS if name not in names]
 
 
 def _connect_creates_the_application() -> list[str]:
@@ -109,7 +114,7 @@ CLOSE_CODES = Guard(
              "application) and an oversized frame drops the TCP connection",
     distributions=("autobahn",),
     requires=(f"{_AUTOBAHN}:WebSocketProtocol.sendCloseFrame",),
-    extra=(_close_frame_takes_a_code, _fail_by_drop_is_an_option),
+    extra=(_close_frame_takes_a_code, _own_options_are_options),
 )
 
 DAPHNE_SERVER = Guard(

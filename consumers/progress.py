@@ -34,6 +34,7 @@ from progress.store import keys
 from progress.store.connections import async_clients
 from progress.store.records import AsyncRecordStore, ReadResult
 from progress.tokens import Permission, TokenError, verify_token
+from progress.wire import close_codes
 from progress.wire.errors import ErrorCode
 from progress.wire.states import State
 from progress.wire.types import TaskEventMessage
@@ -42,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 # Pauses between attempts to catch a subscription up after a layer reconnect.
 RESYNC_RETRY_PAUSES = (0.2, 0.5, 1.0)
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_MESSAGE_TOO_BIG = 1009
 
 # id(clients) -> (clients, their store): holding the list keeps its id from being reused
 _stores: dict[int, tuple[list[Any], AsyncRecordStore]] = {}
@@ -97,7 +96,7 @@ class ProgressConsumer(InboxConsumer):
         # The client left frames unread past the bounds: drop it rather than
         # hold its backlog; it resumes with since/epoch when it reads again.
         logger.info("TaskPulse: closing a connection that stopped reading")
-        await self.close(CLOSE_POLICY_VIOLATION)
+        await self.close(close_codes.POLICY_VIOLATION)
 
     async def reply(self, frame: str, task_id: str | None = None) -> None:
         """Queue a frame for the client (in order; see consumers/outbox.py)."""
@@ -106,7 +105,7 @@ class ProgressConsumer(InboxConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         verdict = self.bucket.take()
         if verdict is RateVerdict.FLOOD:
-            await self.close(CLOSE_POLICY_VIOLATION)
+            await self.close(close_codes.POLICY_VIOLATION)
             return
         if verdict is RateVerdict.LIMITED:
             await self.reply(wire.error(ErrorCode.RATE_LIMITED, "slow down: too many frames"))
@@ -115,7 +114,7 @@ class ProgressConsumer(InboxConsumer):
             await self.reply(wire.error(ErrorCode.BAD_FRAME, "binary frames are not accepted"))
             return
         if len(text_data.encode()) > conf.max_frame_bytes():
-            await self.close(CLOSE_MESSAGE_TOO_BIG)
+            await self.close(close_codes.MESSAGE_TOO_BIG)
             return
         await self.handle_text(text_data)
 

@@ -16,9 +16,7 @@ from typing import Any
 from consumers.clients import client_of_scope
 from consumers.outbox import BACKLOG_EXTENSION
 from progress import conf
-
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_TRY_AGAIN_LATER = 1013
+from progress.wire import close_codes
 
 ASGIApp = Any
 
@@ -51,10 +49,10 @@ class SocketLimits:
     def _refusal(self, client: str) -> int | None:
         """The close code that refuses a new socket from `client`, or None to admit it."""
         if self.open >= conf.max_sockets():
-            return CLOSE_TRY_AGAIN_LATER
+            return close_codes.TRY_AGAIN_LATER
         per_client = conf.max_sockets_per_client()
         if per_client and self.per_client[client] >= per_client:
-            return CLOSE_POLICY_VIOLATION
+            return close_codes.POLICY_VIOLATION
         return None
 
 

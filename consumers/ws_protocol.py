@@ -30,11 +30,18 @@ from daphne import ws_protocol
 from twisted.web.http import HTTPChannel
 
 from consumers.send_backlog import PausedFlag, readable, unwritten_bytes
+from progress.wire import close_codes
 
-# Close codes PROTOCOL.md sends that autobahn's sendClose refuses from an application
-# (it takes only 1000 and 3000-4999): RFC 6455 lets an endpoint send them.
-PROTOCOL_CLOSE_CODES = frozenset({1003, 1008, 1009, 1011, 1013})
 TEXT_FRAME_FIN = 0x81  # RFC 6455 first byte: FIN, opcode 1 (text); server frames are unmasked
+# How long a close the server sends (1008 to a flooding client, 1013 at capacity)
+# waits for the client's reply before the TCP connection is dropped. autobahn
+# waits 1 s, then resets the connection; a client still busy writing (its flood,
+# or any client on a loaded machine) that has not read the close frame by then
+# loses it with the reset and sees 1006 instead of the code PROTOCOL.md sends.
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
+# autobahn options the protocol sets for itself (autobahn takes a protocol's own
+# option over the factory's); share_factory_options leaves them alone.
+OWN_OPTIONS = ("failByDrop", "closeHandshakeTimeout")
 
 # What autobahn 26.10 and daphne 4.2 store on every connection. Kept in slots
 # (8 bytes each) rather than in the instance dict, which with ~120 keys took
@@ -75,6 +82,7 @@ class PublicWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[mi
     # client can read, not a dropped connection; autobahn takes an option set
     # on the protocol over the factory's.
     failByDrop = False
+    closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT
     # Send 1008/1009 through sendCloseFrame (consumers/compat.py CLOSE_CODES), else as 1000.
     protocol_close_codes = True
     # Read Twisted's write buffer (consumers/compat.py SEND_BACKLOG), else a PausedFlag.
@@ -93,12 +101,14 @@ class PublicWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[mi
         return unwritten_bytes(self.transport) if flag is None else flag.backlog()
 
     def serverClose(self, code: int | None = None) -> None:
-        if code in PROTOCOL_CLOSE_CODES:
+        if code in close_codes.ERRORS:
             if self.protocol_close_codes:
-                # autobahn's sendClose refuses them; daphne closes with 1011 the same way.
+                # autobahn's sendClose takes only 1000 and 3000-4999 from an
+                # application (RFC 6455 lets an endpoint send these); daphne
+                # sends its own 1011 through sendCloseFrame the same way.
                 self.sendCloseFrame(code=code)
             else:
-                super().serverClose(1000)
+                super().serverClose(close_codes.NORMAL)
         else:
             super().serverClose(code)
 
@@ -200,9 +210,9 @@ def share_factory_options(protocol_class: type, factory: Any) -> None:
     """Set the factory's protocol options once on the protocol class (autobahn reads
     them through the connection; see TaskPulseWebSocketProtocol._connectionMade)."""
     for name in protocol_class.CONFIG_ATTRS:  # type: ignore[attr-defined]
+        if name in OWN_OPTIONS:
+            continue  # PublicWebSocketProtocol's, inherited
         value = getattr(factory, name)
         # A function option (perMessageCompressionAccept) must not become a method.
         setattr(protocol_class, name, staticmethod(value) if inspect.isfunction(value) else value)
-    # Keep the close frame on protocol errors (see PublicWebSocketProtocol).
-    protocol_class.failByDrop = False  # type: ignore[attr-defined]
     protocol_class._options_from = factory  # type: ignore[attr-defined]

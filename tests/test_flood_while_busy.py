@@ -33,16 +33,18 @@ async def test_flood_during_a_slow_handler_is_closed_at_once(
         await ws.send({"type": "ping", "id": 0})
         assert (await ws.recv())["type"] == "pong"
         redis_client.client_pause(PAUSE_MS, all=True)
-        started = time.monotonic()
         try:
-            for frame in frames:
-                await ws.send(frame)
-        except websockets.ConnectionClosed:
-            pass  # closed while we were still sending: the point
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            while True:
-                await asyncio.wait_for(conn.recv(), PAUSE_MS / 1000)
-        elapsed = time.monotonic() - started
+            started = time.monotonic()
+            try:
+                for frame in frames:
+                    await ws.send(frame)
+            except websockets.ConnectionClosed:
+                pass  # closed while we were still sending: the point
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(conn.recv(), PAUSE_MS / 1000)
+            elapsed = time.monotonic() - started
+        finally:
+            redis_client.client_unpause()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert elapsed < PAUSE_MS / 1000 / 2
-    redis_client.client_unpause()

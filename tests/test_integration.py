@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
@@ -233,6 +234,20 @@ async def test_oversized_frame_closes_1009(stack: Stack) -> None:
     async with connect(stack.ws) as conn:
         await conn.send("x" * (64 * 1024 + 1))
         with pytest.raises(websockets.ConnectionClosed) as caught:
+            await Ws(conn).recv()
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
+
+
+async def test_a_client_busy_when_closed_still_reads_the_close_code(stack: Stack) -> None:
+    """The server's close frame waits for the client's reply (CLOSE_HANDSHAKE_TIMEOUT,
+    5 s) before the TCP connection goes: a client whose loop is busy for 2 s and then
+    writes still reads the code. autobahn's own 1 s wait reset the connection, and a
+    reset socket's first write loses the unread close frame: the client saw 1006."""
+    async with connect(stack.ws) as conn:
+        await conn.send("x" * (64 * 1024 + 1))
+        time.sleep(2)  # busy: this loop reads nothing meanwhile
+        with pytest.raises(websockets.ConnectionClosed) as caught:
+            await conn.send(json.dumps({"type": "ping", "id": 1}))
             await Ws(conn).recv()
     assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
 
