@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests import processes
@@ -53,3 +54,92 @@ def build_wheel(source: Path, out: Path) -> Path:
     wheels = sorted(out.glob("taskpulse-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
+
+
+def make_venv(venv: Path, requirements: Sequence[str], python: str = sys.executable) -> Path:
+    """A fresh virtualenv at `venv`, made by the interpreter `python`, with
+    `requirements` (pip arguments: the wheel with its extras, version specifiers)
+    installed in one resolve."""
+    run([python, "-m", "venv", str(venv)], cwd=venv.parent, env=clean_env(venv / "bin"))
+    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements],
+        cwd=venv.parent, env=clean_env(venv / "bin"))
+    return venv
+
+
+# -- a small site around TaskPulse: settings, manage.py, asgi.py, urls.py, one app -----
+
+SITE_SETTINGS = '''\
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "{package}-site-" + "k" * 40
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS = ["django.contrib.staticfiles", "channels", "progress", "jobs"]
+ROOT_URLCONF = "{package}.urls"
+ASGI_APPLICATION = "{package}.asgi.application"
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3",
+                           "NAME": BASE_DIR / "db.sqlite3"}}}}
+STATIC_URL = "/static/"
+USE_TZ = True
+
+TASKPULSE_REDIS_URL = {redis_url!r}
+PROGRESS_KEY_PREFIX = {prefix!r}
+
+'''
+
+SITE_URLS = '''\
+from django.urls import include, path
+
+from progress.web.views import healthz
+
+urlpatterns = [path("api/", include("progress.urls")), path("healthz", healthz)]
+'''
+
+SITE_ASGI = '''\
+import os
+
+from channels.routing import ProtocolTypeRouter
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{package}.settings")
+django_asgi_app = get_asgi_application()
+
+from consumers.routing import websocket_application  # noqa: E402
+
+application = ProtocolTypeRouter({{"http": django_asgi_app,
+                                  "websocket": websocket_application()}})
+'''
+
+SITE_MANAGE = '''\
+import os
+import sys
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{package}.settings")
+from django.core.management import execute_from_command_line
+
+execute_from_command_line(sys.argv)
+'''
+
+
+def write_site(site: Path, package: str, redis_url: str, prefix: str, settings: str,
+               tasks: str) -> Path:
+    """A site at `site` on TaskPulse's Redis `redis_url` with the key prefix `prefix`:
+    `manage.py`; the project package `package`, its settings SQLite and the `progress`
+    app followed by `settings` (the task system's), TaskPulse's HTTP API under `api/`
+    (and `/healthz`) and its WebSocket in `asgi.py`; an app `jobs` with `tasks`."""
+    base = SITE_SETTINGS.format(package=package, redis_url=redis_url, prefix=prefix)
+    files = {
+        "manage.py": SITE_MANAGE.format(package=package),
+        f"{package}/__init__.py": "",
+        f"{package}/settings.py": base + settings,
+        f"{package}/urls.py": SITE_URLS,
+        f"{package}/asgi.py": SITE_ASGI.format(package=package),
+        "jobs/__init__.py": "",
+        "jobs/tasks.py": tasks,
+    }
+    for name, text in files.items():
+        path = site / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return site

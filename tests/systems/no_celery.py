@@ -7,72 +7,23 @@ and stock daphne from that virtualenv, and a task enqueued with `async_task`.
 from __future__ import annotations
 
 import signal
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests import fresh_site, processes
-from tests.fresh_site import clean_env, run
 
 # Left out of the copy the wheel is built from, so the build never writes into
 # the shared work tree.
 INTEGRATION_FILE = "progress/integrations/django_q/signals.py"
 QUEUE_LIBRARIES = ("celery", "kombu", "billiard")
 
+# After fresh_site.SITE_SETTINGS: docs/INTEGRATION.md's Django-Q2 settings.
 SETTINGS = '''\
-from pathlib import Path
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = "no-celery-site-" + "k" * 40
-DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-INSTALLED_APPS = ["django.contrib.staticfiles", "channels", "progress", "django_q", "jobs"]
-ROOT_URLCONF = "nqsite.urls"
-ASGI_APPLICATION = "nqsite.asgi.application"
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3",
-                           "NAME": BASE_DIR / "db.sqlite3"}}}}
-STATIC_URL = "/static/"
-USE_TZ = True
-
-TASKPULSE_REDIS_URL = {redis_url!r}
+INSTALLED_APPS += ["django_q"]
 TASKPULSE_TASK_QUEUES = ["progress.integrations.django_q.DjangoQQueue"]
-PROGRESS_KEY_PREFIX = {prefix!r}
 Q_CLUSTER = {{"name": {cluster!r}, "redis": {redis_url!r}, "workers": 1,
               "timeout": 60, "retry": 120}}
-'''
-
-URLS = '''\
-from django.urls import include, path
-
-from progress.web.views import healthz
-
-urlpatterns = [path("api/", include("progress.urls")), path("healthz", healthz)]
-'''
-
-ASGI = '''\
-import os
-
-from channels.routing import ProtocolTypeRouter
-from django.core.asgi import get_asgi_application
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nqsite.settings")
-django_asgi_app = get_asgi_application()
-
-from consumers.routing import websocket_application  # noqa: E402
-
-application = ProtocolTypeRouter({"http": django_asgi_app,
-                                  "websocket": websocket_application()})
-'''
-
-MANAGE = '''\
-import os
-import sys
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nqsite.settings")
-from django.core.management import execute_from_command_line
-
-execute_from_command_line(sys.argv)
 '''
 
 TASKS = '''\
@@ -127,30 +78,12 @@ def build_wheel(workdir: Path) -> Path:
 
 def make_venv(workdir: Path, wheel: Path) -> Path:
     """A fresh virtualenv with `taskpulse[django-q]` from the wheel: no Celery."""
-    venv = workdir / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], cwd=workdir, env=clean_env(venv / "bin"))
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         f"{wheel}[django-q]"], cwd=workdir, env=clean_env(venv / "bin"))
-    return venv
+    return fresh_site.make_venv(workdir / "venv", [f"{wheel}[django-q]"])
 
 
 def make_site(workdir: Path, prefix: str, redis_url: str) -> Path:
-    site = workdir / "site"
-    files = {
-        "manage.py": MANAGE,
-        "nqsite/__init__.py": "",
-        "nqsite/settings.py": SETTINGS.format(redis_url=redis_url, prefix=prefix,
-                                              cluster=f"{prefix}-q"),
-        "nqsite/urls.py": URLS,
-        "nqsite/asgi.py": ASGI,
-        "jobs/__init__.py": "",
-        "jobs/tasks.py": TASKS,
-    }
-    for name, text in files.items():
-        path = site / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return site
+    settings = SETTINGS.format(redis_url=redis_url, cluster=f"{prefix}-q")
+    return fresh_site.write_site(workdir / "site", "nqsite", redis_url, prefix, settings, TASKS)
 
 
 @dataclass
