@@ -39,6 +39,10 @@ TEXT_FRAME_FIN = 0x81  # RFC 6455 first byte: FIN, opcode 1 (text); server frame
 # or any client on a loaded machine) that has not read the close frame by then
 # loses it with the reset and sees 1006 instead of the code PROTOCOL.md sends.
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
+# The wait when the close frame is stuck behind frames the client has not read
+# (a reader cut off for not reading): it will not read it in time, and the wait
+# only holds the connection's buffers. autobahn's own wait.
+UNREAD_CLOSE_HANDSHAKE_TIMEOUT = 1.0
 # autobahn options the protocol sets for itself (autobahn takes a protocol's own
 # option over the factory's); share_factory_options leaves them alone.
 OWN_OPTIONS = ("failByDrop", "closeHandshakeTimeout")
@@ -101,6 +105,8 @@ class PublicWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[mi
         return unwritten_bytes(self.transport) if flag is None else flag.backlog()
 
     def serverClose(self, code: int | None = None) -> None:
+        if self.send_backlog() > 0:
+            self.closeHandshakeTimeout = UNREAD_CLOSE_HANDSHAKE_TIMEOUT
         if code in close_codes.ERRORS:
             if self.protocol_close_codes:
                 # autobahn's sendClose takes only 1000 and 3000-4999 from an
