@@ -34,6 +34,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from progress import taskqueue
+from progress.publisher.heartbeat import heartbeat
 from progress.publisher.reporter import KEEP, Keep, TaskCancelled, TaskProgress
 from progress.store import groups, lua, shards
 from progress.store.connections import SentinelScriptRunner, script_runner, sync_clients
@@ -182,7 +183,7 @@ def _publish_now(draft: EventDraft) -> PublishOutcome:
     args = publish_args(draft)
     runner = _runners()[args.shard]
     try:
-        return parse_publish(runner(args.keys, args.varying, leading=args.leading))
+        outcome = parse_publish(runner(args.keys, args.varying, leading=args.leading))
     except redis.ResponseError as exc:
         if not str(exc).startswith(TRANSIENT_REPLIES):
             raise
@@ -190,6 +191,12 @@ def _publish_now(draft: EventDraft) -> PublishOutcome:
         # outbox keep the event and retry, in order, until Redis takes it.
         runner.close()
         raise redis.ConnectionError(f"Redis cannot record events right now: {exc}") from exc
+    if outcome.accepted and is_final(draft.state):
+        # Here rather than in publish(): a final the outbox delivers later is kept too.
+        # A fail-over may still lose it with nothing after it to tell; the heartbeat
+        # re-checks it and records it again then (progress/publisher/finals.py).
+        heartbeat().keep_final(draft, outcome.seq, publish)
+    return outcome
 
 
 def _note_group(task_id: str) -> None:

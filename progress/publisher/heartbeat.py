@@ -5,7 +5,9 @@ running in it, in one round trip per shard every `conf.heartbeat_interval()`
 seconds, so a progress call costs nothing extra. If the process dies, the deadlines
 lapse and progress/store/sweeper.py marks its tasks LOST. The same beat sees cancel
 requests: a cancelled task that never reaches a progress call is terminated
-through its task system after `conf.cancel_grace()` seconds.
+through its task system after `conf.cancel_grace()` seconds. And it re-checks the
+finals this process recorded (finals.py), recording again one a lossy fail-over
+lost; the thread runs while any are kept, even with no task running.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import threading
 import time
 
 import redis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from progress import conf, taskqueue
+from progress.publisher.finals import KeptFinals
 from progress.store import keys, lua, shards
 from progress.store.connections import sync_client
+from progress.store.outbox import Publish
+from progress.store.records import EventDraft
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +41,30 @@ class Heartbeat:
         self._terminated: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The finals this process recorded, and how to record one again (the
+        # publisher's publish; None: it recorded none, nothing to re-check).
+        self.finals = KeptFinals()
+        self._republish: Publish | None = None
 
     def begin(self, task_id: str) -> None:
         with self._lock:
             self._running[task_id] = None
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(
-                    target=self._run, name="taskpulse-heartbeat", daemon=True)
-                self._thread.start()
+            self._ensure_thread()
+
+    def keep_final(self, draft: EventDraft, seq: int, republish: Publish) -> None:
+        """This process recorded the final `draft` as `seq`: re-check it at every beat
+        (finals.py), with a thread beating even after the process's last task ended."""
+        self.finals.keep(draft, seq)
+        with self._lock:
+            self._republish = republish
+            self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="taskpulse-heartbeat", daemon=True)
+            self._thread.start()
 
     def end(self, task_id: str) -> None:
         with self._lock:
@@ -72,12 +94,18 @@ class Heartbeat:
                 logger.exception("TaskPulse heartbeat failed")
 
     def beat(self) -> None:
-        """Push out the deadline of every running task; terminate overdue cancels."""
+        """Push out the deadline of every running task; terminate overdue cancels;
+        record again a kept final its record lost."""
         by_shard: dict[int, list[str]] = {}
         for task_id in self.running():
             by_shard.setdefault(shards.shard_of(task_id), []).append(task_id)
         for shard, task_ids in by_shard.items():
             self._beat_on(shard, task_ids)
+        republish = self._republish
+        if republish is not None:
+            for task_id in self.finals.recheck(republish):
+                logger.warning("TaskPulse: the record of task %s lost its final state "
+                               "(a fail-over?); recorded it again", task_id)
 
     def _beat_on(self, shard: int, task_ids: list[str]) -> None:
         """One pipelined round trip to the shard holding these tasks' records."""
@@ -124,3 +152,12 @@ def heartbeat() -> Heartbeat:
         _heartbeats.clear()
         found = _heartbeats[pid] = Heartbeat()
     return found
+
+
+@receiver(setting_changed)
+def _forget_finals_on_other_keys(setting: str = "", **_: object) -> None:
+    # Kept finals are re-checked under the current key names: under others (a
+    # test's settings) their records would look gone and be written there.
+    if setting == "PROGRESS_KEY_PREFIX" or setting in shards.SETTINGS:
+        for found in _heartbeats.values():
+            found.finals.clear()
