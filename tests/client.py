@@ -74,6 +74,20 @@ class Ws:
     async def subscribe(self, task_id: str, token: str, **extra: Any) -> None:
         await self.send({"type": "subscribe", "task_id": task_id, "token": token, **extra})
 
+    async def until_progress(self, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+        """Read up to the first PROGRESS frame (the task is running); that frame."""
+        while (frame := await self.recv(timeout)).get("state") != "PROGRESS":
+            pass
+        return frame
+
+    async def cancel_when_running(self, task_id: str, token: str) -> list[dict[str, Any]]:
+        """Subscribe, send `cancel` once the task reports progress; every frame up to
+        the final one."""
+        await self.subscribe(task_id, token)
+        await self.until_progress()
+        await self.send({"type": "cancel", "task_id": task_id, "token": token})
+        return await self.frames_until_final(task_id)
+
     async def frames_until_final(self, task_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Every frame for `task_id` up to and including the first final one."""
         frames: list[dict[str, Any]] = []

@@ -79,11 +79,11 @@ class Stack:
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return processes.http_url(self.port)
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+        return processes.ws_url(self.port)
 
     def restart_web(self) -> None:
         self.web.stop()

@@ -34,10 +34,10 @@ class PrivateStack:
     worker: processes.Proc | None = None
 
     def ws(self, i: int = 0) -> str:
-        return f"ws://127.0.0.1:{self.ports[i]}/ws/progress/"
+        return processes.ws_url(self.ports[i])
 
     def http(self, i: int = 0) -> str:
-        return f"http://127.0.0.1:{self.ports[i]}"
+        return processes.http_url(self.ports[i])
 
     def start_worker(self, concurrency: int = 2) -> None:
         self.worker = processes.start_worker(self.env, f"{self.prefix}-w", concurrency)

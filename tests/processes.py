@@ -25,6 +25,20 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 
+LOCALHOST = "127.0.0.1"
+WS_PATH = "/ws/progress/"  # consumers/routing.py
+
+
+def http_url(port: int) -> str:
+    """The base address of a web process the tests started on `port`."""
+    return f"http://{LOCALHOST}:{port}"
+
+
+def ws_url(port: int) -> str:
+    """Where that process serves the progress WebSocket."""
+    return f"ws://{LOCALHOST}:{port}{WS_PATH}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -227,11 +227,11 @@ class Running:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return processes.http_url(self.port)
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+        return processes.ws_url(self.port)
 
     def http(self) -> Http:
         return Http(self.base)
@@ -534,11 +534,11 @@ class Service:
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+        return processes.ws_url(self.port)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return processes.http_url(self.port)
 
 
 @pytest.fixture(params=["project", "own-settings"])

@@ -84,7 +84,7 @@ def test_a_django6_site_on_django_tasks(redis_client: redis.Redis, tmp_path: Pat
         tokens = {task["id"]: task["token"] for task in tasks.values()}
         # The worker starts once every task is watched: each one's whole life is seen live.
         try:
-            frames = asyncio.run(django6.watch_all(f"ws://127.0.0.1:{port}/ws/progress/",
+            frames = asyncio.run(django6.watch_all(processes.ws_url(port),
                                                    tokens, worker.start))
         except TimeoutError as exc:
             raise AssertionError(f"not final in time\n{worker.output()}\n{web.output()}") from exc

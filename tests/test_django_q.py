@@ -137,7 +137,7 @@ def test_a_site_with_django_q_only_and_no_celery(redis_client: redis.Redis,
         assert started["queues"] == ["django_q"], started
         assert not started["celery_installed"] and started["loaded"] == [], started
         assert started["progress"].startswith(str(venv)), started  # the wheel's, not ours
-        frames = asyncio.run(harness.watch(f"ws://127.0.0.1:{port}/ws/progress/",
+        frames = asyncio.run(harness.watch(processes.ws_url(port),
                                            started["id"], started["token"]))
         harness.assert_contiguous(frames)
         final = frames[-1]

@@ -167,8 +167,7 @@ async def test_a_worker_records_its_lost_final_again(
         async with connect(short_stack.ws()) as conn:
             ws = Ws(conn)
             await ws.subscribe(task_id, token)
-            while (progress := await ws.recv(30)).get("state") != "PROGRESS":
-                pass
+            progress = await ws.until_progress(30)
             replica = lose_writes_after(redis_client, task_id)
             success = (await ws.frames_until_final(task_id, timeout=30))[-1]
         assert success["state"] == "SUCCESS"  # acknowledged by the old master

@@ -189,12 +189,7 @@ async def test_cancel_running_task(stack: Stack) -> None:
     slow_steps.apply_async(kwargs={"steps": 100, "delay": 0.05}, task_id=task_id)
     token = issue_token(task_id)
     async with connect(stack.ws) as conn:
-        ws = Ws(conn)
-        await ws.subscribe(task_id, token)
-        while (await ws.recv()).get("state") != "PROGRESS":
-            pass
-        await ws.send({"type": "cancel", "task_id": task_id, "token": token})
-        frames = await ws.frames_until_final(task_id)
+        frames = await Ws(conn).cancel_when_running(task_id, token)
     assert {"type": "cancelling", "task_id": task_id} in frames
     assert frames[-1]["state"] == "REVOKED"
     status, body = Http(stack.http).request(

@@ -34,7 +34,7 @@ class Cluster:
     queue: str
 
     def ws(self, index: int) -> str:
-        return f"ws://127.0.0.1:{self.ports[index]}/ws/progress/"
+        return processes.ws_url(self.ports[index])
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,7 @@ async def test_events_reach_a_client_through_sentinel_and_a_fail_over(
     connection by PROTOCOL.md's rules, and the final SUCCESS is delivered and recorded."""
     setup = sentinel_setup
     assert setup.master_port() == setup.ports["master"]
-    status, started = Http(f"http://127.0.0.1:{setup.web_port}").start(steps=STEPS, delay=DELAY)
+    status, started = Http(processes.http_url(setup.web_port)).start(steps=STEPS, delay=DELAY)
     assert status == 202, started
     task_id = started["task_id"]
     watcher = TimedWatcher()
@@ -130,7 +130,7 @@ async def test_events_reach_a_client_through_sentinel_and_a_fail_over(
 
     failing_over = asyncio.create_task(fail_over_soon())
     try:
-        connections = await watch_until_final(f"ws://127.0.0.1:{setup.web_port}/ws/progress/",
+        connections = await watch_until_final(processes.ws_url(setup.web_port),
                                               {task_id: started["token"]}, watcher, timeout=60)
     finally:
         switched_at = await asyncio.wait_for(failing_over, WAIT)

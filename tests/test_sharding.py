@@ -46,10 +46,10 @@ class Sharded:
     started: float
 
     def ws(self, i: int) -> str:
-        return f"ws://127.0.0.1:{self.ports[i]}/ws/progress/"
+        return processes.ws_url(self.ports[i])
 
     def http(self, i: int) -> Http:
-        return Http(f"http://127.0.0.1:{self.ports[i]}")
+        return Http(processes.http_url(self.ports[i]))
 
     @contextmanager
     def as_settings(self) -> Iterator[None]:

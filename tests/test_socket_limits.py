@@ -28,7 +28,7 @@ def limited_server(request: pytest.FixtureRequest, redis_client: object) -> Iter
     port = processes.free_port()
     web = processes.start_daphne(env, port)
     try:
-        yield f"ws://127.0.0.1:{port}/ws/progress/"
+        yield processes.ws_url(port)
     finally:
         web.stop()
 
@@ -86,7 +86,7 @@ async def test_stock_daphne_refuses_the_handshake_instead(redis_client: object) 
     web = stock_daphne(env, port).start()
     try:
         processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=web)
-        url = f"ws://127.0.0.1:{port}/ws/progress/"
+        url = processes.ws_url(port)
         async with AsyncExitStack() as stack:
             await open_sockets(url, 1, stack)
             with pytest.raises(websockets.InvalidStatus) as refused:

@@ -62,11 +62,11 @@ class Served:
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return processes.http_url(self.port)
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+        return processes.ws_url(self.port)
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +130,7 @@ async def test_cancel_running_task(served: Served) -> None:
     task_id = send_task(served.stack, "tests.slow_steps", steps=100, delay=0.05)
     token = issue_token(task_id)
     async with connect(served.ws) as conn:
-        ws = Ws(conn)
-        await ws.subscribe(task_id, token)
-        while (await ws.recv()).get("state") != "PROGRESS":
-            pass
-        await ws.send({"type": "cancel", "task_id": task_id, "token": token})
-        frames = await ws.frames_until_final(task_id)
+        frames = await Ws(conn).cancel_when_running(task_id, token)
     assert {"type": "cancelling", "task_id": task_id} in frames
     assert frames[-1]["state"] == "REVOKED"
 

@@ -402,8 +402,7 @@ async def test_cancel_stops_a_tutorial_task(stack: Stack, store: RecordStore) ->
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
         await ws.subscribe(started.id, issue_token(started.id))
-        while (await ws.recv()).get("state") != "PROGRESS":
-            pass
+        await ws.until_progress()
         store.request_cancel(started.id)
         frames = await ws.frames_until_final(started.id)
     assert frames[-1]["state"] == "REVOKED"

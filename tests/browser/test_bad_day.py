@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests import processes
 from tests.browser.conftest import ACTION_TIMEOUT_MS, HARNESS_PAGE, STATIC_DIR
 
 # The fake socket of conftest.py closes only with 1006; the server can say more.
@@ -213,7 +214,7 @@ class RefusingServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), RefusingHandler)
         self.handshakes = 0
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.url = processes.http_url(self.server_address[1])
 
 
 class RefusingHandler(BaseHTTPRequestHandler):

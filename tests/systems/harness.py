@@ -118,11 +118,11 @@ class SystemStack:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return processes.http_url(self.port)
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/progress/"
+        return processes.ws_url(self.port)
 
     def start(self, task: str, **kwargs: Any) -> tuple[str, str]:
         """Start `task` over the HTTP API: (task id, token)."""
