@@ -42,7 +42,7 @@ PUBLISHERS = {
                "run and PUBLISH, as if many workers published at once, and `updated_at` is "
                "stamped before the pipeline is sent",
     "api": "`--publisher api`: one `track(task_id).update(...)` call per event, the "
-           "project's publisher API, PROGRESS_MIN_INTERVAL=0 and PROGRESS_ASYNCRESULT=0",
+           "project's publisher API, TASKPULSE_MIN_INTERVAL=0 and TASKPULSE_ASYNCRESULT=0",
 }
 
 
@@ -130,7 +130,7 @@ def main() -> None:
     with stack.private_redis() as redis_server:
         # The Celery result-backend mirror costs the publishers a second round
         # trip per event (see "Publisher") and nothing on the server side.
-        env = stack.bench_env(redis_server.url, {"PROGRESS_ASYNCRESULT": "0"})
+        env = stack.bench_env(redis_server.url, {"TASKPULSE_ASYNCRESULT": "0"})
         stack.setup_django(env)
         servers = {kind: stack.start_web(kind, env) for kind in kinds}
         try:

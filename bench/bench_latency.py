@@ -133,7 +133,7 @@ def main() -> None:
 
 Set-up: {setup}. One Celery worker (prefork, concurrency 1) runs `bench.paced`,
 which calls `track(self).update(i, total=n)` {args.events} times at {args.rate:g} events/s
-(PROGRESS_MIN_INTERVAL=0). One WebSocket client (its own process) is subscribed
+(TASKPULSE_MIN_INTERVAL=0). One WebSocket client (its own process) is subscribed
 through the server under test before the task is sent; latency, over every event
 of the task (PENDING, STARTED, PROGRESSxn, SUCCESS), = time the frame is read - the event's
 `updated_at` (stamped in the worker before its Redis call), same clock. Both

@@ -61,7 +61,10 @@ def consumer_class(variant: str) -> type:
     from channels.generic.websocket import AsyncWebsocketConsumer
 
     from consumers.base import InboxConsumer
+    from consumers.server.install import install_tunings
 
+    if variant == "taskpulse":
+        install_tunings()  # the consumer loop and pub/sub reader, as the launcher runs them
     base: type = InboxConsumer if variant == "taskpulse" else AsyncWebsocketConsumer
 
     class Watcher(base):  # type: ignore[misc]
@@ -170,7 +173,8 @@ events on the groups' channels (as the record script does) in a steady stream;
 the figure is the consumers' process CPU time per event handed to a consumer's
 `send` (which only counts). **stock**: channels_redis' `RedisPubSubChannelLayer`
 and Channels' `AsyncConsumer` loop (`await_many_dispatch`); **taskpulse**:
-`consumers/layer.py` + `consumers/subscriber.py` + `consumers/base.py`. Both skip
+`consumers/layer.py` + `consumers/subscriber.py` + `consumers/base.py`, with
+the launcher's consumer loop and pub/sub reader (`consumers/server/install.py`). Both skip
 Channels' per-message database clean-up. {args.rounds} rounds, variants alternating;
 median, best and worst run.
 

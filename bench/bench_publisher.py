@@ -4,14 +4,14 @@
 - the naive `async_to_sync(get_channel_layer().group_send)(group, message)`,
   with the project's layer (RedisPubSubChannelLayer) and channels_redis' default
   RedisChannelLayer,
-- a TaskPulse published call (`track(id).update(...)` with PROGRESS_MIN_INTERVAL=0),
+- a TaskPulse published call (`track(id).update(...)` with TASKPULSE_MIN_INTERVAL=0),
   without and with the AsyncResult mirror (the default: written by the record
   script in the same round trip), and with the mirror as a round trip of its own
   (what the mirror costs where the result backend is not the record's Redis,
   and what every mirrored call cost before),
 - Celery's `self.update_state(state="PROGRESS", meta=...)`: Celery's own (unwrapped)
   call, and the call TaskPulse streams, every call published and at the defaults,
-- a TaskPulse throttled call (the default PROGRESS_MIN_INTERVAL=0.1), 1,000,000 in a loop.
+- a TaskPulse throttled call (the default TASKPULSE_MIN_INTERVAL=0.1), 1,000,000 in a loop.
 
 Within a round the fast cases take turns in slices of 50 calls, and the figures
 are per-call medians over the rounds, so a noisy neighbour slows every case alike.
@@ -39,13 +39,13 @@ NAIVE_CALLS = 200  # a few ms each: fewer calls, same number of rounds
 SLICE = 50  # calls per turn of the fast cases within a round
 SERVER_SAMPLE = 2000  # published calls timed by Redis itself
 REFERENCE = "raw round trip: redis-py PING"
-PUBLISHED = "TaskPulse published call, no mirror (PROGRESS_ASYNCRESULT=0)"
+PUBLISHED = "TaskPulse published call, no mirror (TASKPULSE_ASYNCRESULT=0)"
 MIRRORED = "TaskPulse published call + AsyncResult mirror, one round trip (default)"
 TWO_TRIPS = "TaskPulse published call + mirror as a 2nd round trip (the old path)"
 CELERY_UPDATE_STATE = "Celery's own update_state (no TaskPulse)"
-UPDATE_STATE = "update_state streamed by TaskPulse (PROGRESS_MIN_INTERVAL=0)"
+UPDATE_STATE = "update_state streamed by TaskPulse (TASKPULSE_MIN_INTERVAL=0)"
 UPDATE_STATE_DEFAULT = "update_state streamed by TaskPulse (defaults)"
-THROTTLED = "TaskPulse throttled call (PROGRESS_MIN_INTERVAL=0.1)"
+THROTTLED = "TaskPulse throttled call (TASKPULSE_MIN_INTERVAL=0.1)"
 
 
 def seconds_for(fn: Callable[[], Any], calls: int) -> float:
@@ -106,11 +106,11 @@ def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
     project_send = async_to_sync(project_layer.group_send)
     core_send = async_to_sync(core_layer.group_send)
 
-    with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=False):
+    with override_settings(TASKPULSE_MIN_INTERVAL=0, TASKPULSE_ASYNCRESULT=False):
         published = track(f"bench-published-{uuid.uuid4()}")
-    with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=True):
+    with override_settings(TASKPULSE_MIN_INTERVAL=0, TASKPULSE_ASYNCRESULT=True):
         mirrored = track(f"bench-mirrored-{uuid.uuid4()}")
-    with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=False):
+    with override_settings(TASKPULSE_MIN_INTERVAL=0, TASKPULSE_ASYNCRESULT=False):
         two_trips = track(f"bench-two-trips-{uuid.uuid4()}")
     counter = {"i": 0}
 
@@ -138,7 +138,7 @@ def build_cases(redis_url: str) -> tuple[dict[str, Case], Callable[[], None]]:
     def bound_task(name: str, min_interval: float) -> Any:
         task = current_app.task(bind=True, name=name)(body)
         task.push_request(id=f"{name}-{uuid.uuid4()}")
-        with override_settings(PROGRESS_MIN_INTERVAL=min_interval):
+        with override_settings(TASKPULSE_MIN_INTERVAL=min_interval):
             track(task)  # its reporter, with this interval
         return task
 
@@ -193,7 +193,7 @@ SYSTEM_ROWS = (SYSTEM_CELERY, SYSTEM_DJANGO_Q, SYSTEM_DJANGO_TASKS)
 
 
 def build_system_cases() -> tuple[dict[str, Case], Callable[[], None]]:
-    """A published progress call (PROGRESS_MIN_INTERVAL=0, other settings at their
+    """A published progress call (TASKPULSE_MIN_INTERVAL=0, other settings at their
     defaults) in a running task of each task system, reported the way its tasks
     report: a bound Celery task with a running request (`track(self)`; its
     AsyncResult mirror rides in the same round trip); a Django-Q2 task announced as
@@ -221,7 +221,7 @@ def build_system_cases() -> tuple[dict[str, Case], Callable[[], None]]:
     celery_task = current_app.task(bind=True, name="bench.system_celery")(body)
     celery_task.push_request(id=f"bench-system-celery-{uuid.uuid4()}")
     q_id, tasks_id = f"bench-system-q-{uuid.uuid4()}", f"bench-system-tasks-{uuid.uuid4()}"
-    with override_settings(PROGRESS_MIN_INTERVAL=0):
+    with override_settings(TASKPULSE_MIN_INTERVAL=0):
         reporters = {SYSTEM_CELERY: track(celery_task)}
         q_scope = enter_task(q_id, "bench.system_django_q", system_id=uuid.uuid4().hex)
         reporters[SYSTEM_DJANGO_Q] = track()
@@ -258,7 +258,7 @@ def throttled_seconds() -> float:
 
     from progress.publisher import forget, track
 
-    with override_settings(PROGRESS_MIN_INTERVAL=0.1, PROGRESS_ASYNCRESULT=True):
+    with override_settings(TASKPULSE_MIN_INTERVAL=0.1, TASKPULSE_ASYNCRESULT=True):
         progress = track(f"bench-throttled-{uuid.uuid4()}")
     update = progress.update
     started = time.perf_counter()
@@ -350,13 +350,13 @@ the per-round ratios).
   round trip" costs a Python process using the usual client (the reference of
   the targets); the bare-socket `PING` (redis-py's connection object, no client
   layer) shows the floor under it.
-- Published call: `track(id).update(...)` with `PROGRESS_MIN_INTERVAL=0` and
-  `PROGRESS_ASYNCRESULT=0`: one EVALSHA (seq, record, history, expiry, cancel flag
+- Published call: `track(id).update(...)` with `TASKPULSE_MIN_INTERVAL=0` and
+  `TASKPULSE_ASYNCRESULT=0`: one EVALSHA (seq, record, history, expiry, cancel flag
   and the PUBLISH to the task's channel-layer group) on the worker's own
   connection; target ≤ {TARGET_PUBLISHED_RATIO}x the round trip — measured
   {published_ratio:.2f}x ({verdict(published_ratio <= TARGET_PUBLISHED_RATIO)}; within the
   target in {rounds_met(PUBLISHED)} of {opts.rounds} rounds).
-- With the AsyncResult mirror (`PROGRESS_ASYNCRESULT=1`, the default), the same
+- With the AsyncResult mirror (`TASKPULSE_ASYNCRESULT=1`, the default), the same
   EVALSHA also writes Celery's result key (GET to keep a stored final state, SET with
   expiry, PUBLISH for waiting `.get()` calls) when the result backend is the task's
   own Redis server, as it is by default: {mirror_calls:.2f} EVALSHA per published call

@@ -37,8 +37,8 @@ def main() -> None:
     idle: dict[str, dict[str, float]] = {}
     with stack.private_redis() as redis_server:
         # One client address holds every socket: lift the per-client cap (consumers/sockets.py).
-        env = stack.bench_env(redis_server.url, {"PROGRESS_ASYNCRESULT": "0",
-                                                 "PROGRESS_MAX_SOCKETS_PER_CLIENT": "0"})
+        env = stack.bench_env(redis_server.url, {"TASKPULSE_ASYNCRESULT": "0",
+                                                 "TASKPULSE_MAX_SOCKETS_PER_CLIENT": "0"})
         stack.setup_django(env)
         servers = {kind: stack.start_web(kind, env) for kind in KINDS}
         try:
@@ -89,7 +89,7 @@ Celery worker) at {args.rate:g} events/s per task, {args.seconds:g} s per run,
 {args.runs} runs per row alternating between the servers (medians); then
 {args.idle} idle subscribed connections on a fresh process of each (§3's measure,
 one run). "guards off" is the launcher on releases it does not know: every tuning of
-consumers/compat.py and progress/compat.py replaced by its public path (daphne's
+consumers/server/compat.py and progress/store/tuned/ replaced by its public path (daphne's
 protocol and input queue, Twisted's buffered writes and producer pause, Channels' own
 consumer loop, redis-py's PubSub for the channel layer).
 

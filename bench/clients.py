@@ -452,7 +452,8 @@ async def publish_batched(control: Control, env: dict[str, str], task_ids: list[
 
     django.setup()
     from progress.publisher import publish, publish_many
-    from progress.store.records import EventDraft, progress_fragment
+    from progress.store.records import EventDraft
+    from progress.wire.event_json import progress_json
     from progress.wire.states import State
 
     steps = max(1, round(rate_per_task * duration_s))
@@ -469,8 +470,8 @@ async def publish_batched(control: Control, env: dict[str, str], task_ids: list[
         result.worst_lag_ms = max(result.worst_lag_ms,
                                   (time.monotonic() - (t0 + k / rate)) * 1000)
         publish_many([
-            EventDraft(task_ids[i % len(task_ids)], State.PROGRESS, progress_fragment=(
-                progress_fragment(i // len(task_ids) + 1, steps, None, None, "{}")))
+            EventDraft(task_ids[i % len(task_ids)], State.PROGRESS, progress=(
+                progress_json(i // len(task_ids) + 1, steps, None, None, "{}")))
             for i in range(k, due)])
         result.published += due - k
         k = due

@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "polling": ("bench.bench_polling", [], ["--runs", "1", "--seconds", "8"]),
     "publisher": ("bench.bench_publisher", [], ["--rounds", "2", "--calls", "500"]),
     "layer": ("bench.bench_layer", [], ["--rounds", "1", "--events", "5000"]),
+    "sse": ("bench.bench_sse", [], ["--runs", "1", "--events", "100", "--idle", "100",
+                                    "--clients", "50", "--seconds", "3"]),
 }
 
 

@@ -97,16 +97,16 @@ def bench_env(redis_url: str, extra: dict[str, str] | None = None) -> dict[str, 
         "REDIS_URL": redis_url,
         "CELERY_IMPORTS": "bench.tasks",
         # The publisher throttle (issue 4) would coalesce the paced events we time.
-        "PROGRESS_MIN_INTERVAL": "0",
+        "TASKPULSE_MIN_INTERVAL": "0",
         "LOG_LEVEL": "WARNING",
         # Production mode, as deployed (DEBUG keeps more per request).
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         # Every load generator connects from 127.0.0.1: no per-address caps.
-        "PROGRESS_MAX_SOCKETS_PER_CLIENT": "0",
-        "PROGRESS_START_RATE": "0",
-        "PROGRESS_CANCEL_RATE": "0",
+        "TASKPULSE_MAX_SOCKETS_PER_CLIENT": "0",
+        "TASKPULSE_START_RATE": "0",
+        "TASKPULSE_CANCEL_RATE": "0",
     })
     env.update(extra or {})
     return env

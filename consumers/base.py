@@ -1,25 +1,25 @@
-"""A WebSocket consumer with one loop reading one inbox.
+"""A WebSocket consumer on Channels' public API, its client's frames bounded.
 
-Channels' `AsyncConsumer.__call__` waits on the client and on the channel
-layer with `await_many_dispatch`: per message an `asyncio.wait`, a new task
-for the next receive, and three event-loop turns between the layer and the
-handler. Here the layer puts its messages straight into the consumer's inbox
-(consumers/layer.py), one long-lived task copies the client's messages into
-the same inbox, and the consumer's own task dispatches them in arrival order:
-one turn per message, and nothing created per message (docs/BENCHMARKS.md,
-"Profile"). Handlers still run one at a time, as in Channels.
+`InboxConsumer` is Channels' `AsyncWebsocketConsumer` with two additions, both
+on the ASGI API alone and so the same on every server:
 
-This replaces what Channels' `__call__` and `dispatch` do, so it runs only
-while consumers/compat.py CONSUMER_LOOP finds the Channels release the suite
-ran with; otherwise Channels' own loop and dispatch run.
+- the client's frames read but not handled yet are counted and bounded
+  (`ClientBacklog`, TASKPULSE_INBOX_MAX_*): Channels asks for the next frame
+  only once the last is handled, and while a handler waits on Redis a flood
+  would sit in the server's input queue, unbounded. A reader task copies the
+  client's frames into an `Inbox`, counting each in, and closes with FLOODING
+  past the bound;
+- on a server that reports no send backlog (stock daphne, uvicorn: no
+  BACKLOG_EXTENSION in the scope) the consumer measures one itself
+  (`SendWatch`): a send the server cannot finish at once (uvicorn waits while
+  its transport is paused by a client that does not read) is finished in the
+  background, and until it is, the backlog reads as full, so the outbox queues,
+  coalesces and bounds what follows (docs/GUARANTEES.md, "Stock daphne and
+  uvicorn").
 
-On a server that reports no send backlog (stock daphne, uvicorn: no
-BACKLOG_EXTENSION in the scope) the consumer measures one itself
-(`SendWatch`): a send the server cannot finish at once (uvicorn waits while
-its transport is paused by a client that does not read) is finished in the
-background, and until it is, the backlog reads as full, so the outbox queues,
-coalesces and bounds what follows (docs/GUARANTEES.md, "Stock daphne and
-uvicorn").
+Channels' own `__call__` and `dispatch` run, unless a server installed a
+faster loop (consumers/tuning.py ConsumerLoop: the launcher's
+consumers/server/consumer_loop.py).
 """
 
 from __future__ import annotations
@@ -30,25 +30,23 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 
+from consumers import tuning
 from consumers.inbox import Inbox
 from consumers.outbox import BACKLOG_EXTENSION, HIGH_WATER
 from progress import conf
-from progress.compat import enabled
 from progress.wire import close_codes
 
 logger = logging.getLogger(__name__)
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-# Close codes this process's server refused (stock daphne: 1008, 1009).
-_refused_close_codes: set[int] = set()
+Receive = tuning.Receive
+Send = tuning.Send
 
 
-class _PumpFailed:
+class PumpFailed:
+    """What a reader task puts in the inbox when its receive failed."""
+
     __slots__ = ("error",)
 
     def __init__(self, error: BaseException) -> None:
@@ -60,7 +58,7 @@ WEBSOCKET_RECEIVE = "websocket.receive"
 
 class ClientBacklog:
     """The client's frames read from the server but not handled yet, bounded
-    (PROGRESS_INBOX_MAX_FRAMES, PROGRESS_INBOX_MAX_BYTES) before they cost memory:
+    (TASKPULSE_INBOX_MAX_FRAMES, TASKPULSE_INBOX_MAX_BYTES) before they cost memory:
     the rate limit only sees a frame when it is handled, and a slow handler
     (a Redis read) lets a flooding client queue without end otherwise."""
 
@@ -91,8 +89,10 @@ def _size(message: dict[str, Any]) -> int:
     return len(message.get("text") or message.get("bytes") or b"")
 
 
-async def _pump(receive: Receive, inbox: Inbox, backlog: ClientBacklog | None = None,
+async def pump(receive: Receive, inbox: Inbox, backlog: ClientBacklog | None = None,
                 on_flood: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Copy what `receive` returns into `inbox` until cancelled; the client's frames
+    counted in `backlog`, and `on_flood` awaited at the frame that passes its bound."""
     try:
         while True:
             message = await receive()
@@ -108,17 +108,20 @@ async def _pump(receive: Receive, inbox: Inbox, backlog: ClientBacklog | None = 
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # surface it in the consumer's task, not here
-        inbox.put_nowait(_PumpFailed(exc))
+        inbox.put_nowait(PumpFailed(exc))
 
 
-def handler_name(message: dict[str, Any]) -> str:
-    """The method a message goes to: its type with dots as underscores (as Channels)."""
-    if "type" not in message:
-        raise ValueError("Incoming message has no 'type' attribute")
-    name = str(message["type"]).replace(".", "_")
-    if name.startswith("_"):
-        raise ValueError("Malformed type in message (leading underscore)")
-    return name
+async def next_message(inbox: Inbox, backlog: ClientBacklog) -> dict[str, Any]:
+    """The next message for the consumer to handle, the client's counted out."""
+    while True:
+        message = await inbox.get()
+        if isinstance(message, PumpFailed):
+            raise message.error
+        if message.get("type") == WEBSOCKET_RECEIVE:
+            if backlog.flooded:
+                continue  # closing for a flood: frames still queued go unhandled
+            backlog.handled(message)
+        return message  # type: ignore[no-any-return]
 
 
 async def _finish(step: Coroutine[Any, Any, None], waiting: Any) -> None:
@@ -188,13 +191,29 @@ class SendWatch:
             self._pending.cancel()
 
 
-def _own_loop() -> bool:
-    from consumers.compat import CONSUMER_LOOP
-
-    return enabled(CONSUMER_LOOP)
+async def stop_readers(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel the reader tasks and wait for them to end, so none outlives its
+    connection (and a failure in one is not left unretrieved)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    # Set once the consumer closes the socket: frames still queued behind the
+    # close (a flood's) are handled but not answered, since a server refuses a
+    # send on a closing socket (autobahn raises) and the client is leaving.
+    closing = False
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.closing = True
+        await super().close(code, reason)
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None,
+                   close: bool = False) -> None:
+        if not self.closing:
+            await super().send(text_data, bytes_data, close)
+
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         watch = None
         if BACKLOG_EXTENSION not in scope.get("extensions", {}):
@@ -209,71 +228,36 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 watch.cancel()
 
     async def _run(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if not _own_loop():
-            await super().__call__(scope, receive, send)
+        tuned = tuning.INSTALLED.consumer_loop
+        if tuned is not None:
+            await tuned.run(self, scope, receive, send)
             return
-        self.scope = scope
-        self.base_send = send
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        own_inbox = None
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(self.channel_layer.receive,
-                                                     self.channel_name)
-            own_inbox = getattr(self.channel_layer, "inbox", None)
-        inbox: Inbox = own_inbox(self.channel_name) if own_inbox else Inbox()
-        backlog = ClientBacklog()
-        pumps = [asyncio.ensure_future(_pump(receive, inbox, backlog, self._flooded))]
-        if self.channel_layer is not None and own_inbox is None:
-            # another channel layer: read it as Channels does
-            pumps.append(asyncio.ensure_future(_pump(self.channel_receive, inbox)))
-        try:
-            while True:
-                message = await inbox.get()
-                if isinstance(message, _PumpFailed):
-                    raise message.error
-                if message.get("type") == WEBSOCKET_RECEIVE:
-                    if backlog.flooded:
-                        continue  # closing for a flood: frames still queued go unhandled
-                    backlog.handled(message)
-                await self.dispatch(message)
-        except StopConsumer:
-            pass
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            if own_inbox is not None:
-                self.channel_layer.forget(self.channel_name)
+        await self._run_channels_loop(scope, receive, send)
 
-    async def _flooded(self) -> None:
+    async def _run_channels_loop(self, scope: dict[str, Any], receive: Receive,
+                                 send: Send) -> None:
+        """Channels' own loop, reading the client through the same bounded inbox.
+
+        Channels asks for the client's next frame only once the last one is handled:
+        while a handler waits (on Redis, say) a flood would sit in the server's input
+        queue, unbounded. A pump reads the client meanwhile and counts each frame in
+        (ClientBacklog) before it is queued, so a flood closes as on the tuned loop."""
+        inbox = Inbox()
+        backlog = ClientBacklog()
+        reader = asyncio.ensure_future(pump(receive, inbox, backlog, self.close_flooded))
+        try:
+            await super().__call__(scope, functools.partial(next_message, inbox, backlog),
+                                   send)
+        finally:
+            await stop_readers(reader)
+
+    async def close_flooded(self) -> None:
         logger.info("TaskPulse: closing a connection whose unhandled frames passed the bound")
-        await self.close(close_codes.POLICY_VIOLATION)
+        await self.close(close_codes.FLOODING)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        if not _own_loop():
-            await super().dispatch(message)
+        tuned = tuning.INSTALLED.consumer_loop
+        if tuned is not None:
+            await tuned.dispatch(self, message)
             return
-        # Not AsyncConsumer.dispatch: it closes stale Django database
-        # connections before every message, a thread-pool hop per frame, and
-        # TaskPulse's consumers use no database (docs/BENCHMARKS.md, "Profile").
-        handler = getattr(self, handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"no handler for message type {message.get('type')!r}")
-        await handler(message)
-
-    async def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Close with `code`; a server that refuses it (stock daphne: autobahn lets an
-        application send only 1000 and 3000-4999, so 1008/1009 raise) closes with 1000."""
-        if code is not None and code in _refused_close_codes:
-            code = close_codes.NORMAL
-        try:
-            await super().close(code, reason)
-        except Exception:
-            if code in (None, close_codes.NORMAL):
-                raise
-            if code not in _refused_close_codes:
-                _refused_close_codes.add(code)
-                logger.warning("TaskPulse: this server refuses WebSocket close code %d; "
-                               "closing with 1000 instead (docs/GUARANTEES.md, \"Stock daphne "
-                               "and uvicorn\")", code)
-            await super().close(close_codes.NORMAL)
+        await super().dispatch(message)

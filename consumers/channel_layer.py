@@ -13,6 +13,7 @@ from typing import Any
 
 from channels.layers import channel_layers
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from progress import conf
@@ -27,6 +28,31 @@ def layer_config() -> dict[str, Any]:
     """The layer TaskPulse configures for itself (what a host would write to define it)."""
     return {"BACKEND": BACKEND,
             "CONFIG": {"hosts": shards.servers(), "prefix": conf.key_prefix()}}
+
+
+# Layer options the record script cannot honour: it publishes each event as plain
+# msgpack from inside Redis (progress/store/lua.py), where no Python code can
+# encrypt it or write another format. A layer configured with either would fail to
+# decode every event, so it is refused at start-up instead.
+UNSUPPORTED_OPTIONS = {
+    "symmetric_encryption_keys": "the record script publishes events from inside Redis, "
+    "where they cannot be encrypted (records are stored there in clear anyway): protect "
+    "Redis itself with AUTH and TLS (rediss://) instead",
+    "serializer_format": "the record script publishes msgpack",
+}
+
+
+def check_layer_config(alias: str | None = None) -> None:
+    """Refuse a host-configured TaskPulse layer with options it cannot honour."""
+    alias = alias or conf.channel_layer_alias()
+    config = getattr(settings, "CHANNEL_LAYERS", {}).get(alias, {}).get("CONFIG", {})
+    for option, why in UNSUPPORTED_OPTIONS.items():
+        value = config.get(option)
+        if value and not (option == "serializer_format" and value == "msgpack"):
+            raise ImproperlyConfigured(
+                f"CHANNEL_LAYERS[{alias!r}] sets {option}, which TaskPulse's channel layer "
+                f"does not support: {why}. Remove it (TaskPulse's layer is separate from "
+                "the site's own channel layers, which may keep it).")
 
 
 def ensure_alias() -> str:

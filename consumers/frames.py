@@ -52,6 +52,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# A `pong` echoes its ping's `id`: unbounded, a 60 KB ping from a client that never
+# reads made the server hold a 60 KB pong per frame (PROTOCOL.md, Extensions).
+PING_ID_MAX_CHARS = 128
+
+
+def _is_ping_id(value: Any) -> bool:
+    if value is None or isinstance(value, bool | float):
+        return True  # short whatever its value
+    if isinstance(value, str | int):
+        return len(str(value)) <= PING_ID_MAX_CHARS
+    return False
+
+
 # Field -> (check, what the error says it must be); checked whatever the type.
 FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "type": (lambda v: isinstance(v, str), "a string"),
@@ -59,7 +72,7 @@ FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "token": (lambda v: isinstance(v, str), "a string"),
     "since": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "epoch": (lambda v: isinstance(v, str), "a string"),
-    "id": (lambda v: v is None or isinstance(v, str | int | float), "a string or number"),
+    "id": (_is_ping_id, f"a string or number of at most {PING_ID_MAX_CHARS} characters"),
 }
 
 TYPES_NEEDING_TASK_ID = frozenset({"subscribe", "unsubscribe", "cancel"})

@@ -16,11 +16,13 @@ why (figures in docs/BENCHMARKS.md, "Profile"):
   out to it here, and so is `layer.reconnected`). The SUBSCRIBE channels_redis
   does per connection sat on every handshake's path, one at a time behind the
   shard's lock, and cost Redis memory per connection.
-- Each Redis server's pub/sub connection is read by consumers/subscriber.py.
+- Each Redis server's pub/sub connection is read by consumers/subscriber.py
+  (hiredis on the socket under the launcher: consumers/server/socket_link.py).
   `group_add` returns once Redis has confirmed the SUBSCRIBE.
 - A group message is decoded once per PUBLISH and the same dict handed to
   every local member, instead of once per member (handlers must not mutate
-  it). The consumer's loop (consumers/base.py) reads its inbox directly.
+  it). The launcher's consumer loop (consumers/server/consumer_loop.py) reads its
+  inbox directly (`inbox`); Channels' own loop reads it through `receive`.
 - Whatever was published while a pub/sub connection was down is gone: once
   it is back and subscribed again, the layer sends `layer.reconnected` to
   every consumer of the process, and each resyncs its subscriptions from the

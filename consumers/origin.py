@@ -1,32 +1,18 @@
-"""Handshake origin check (PROTOCOL.md §4 Handshake).
-
-A browser's `Origin` host must be in TASKPULSE_ALLOWED_ORIGINS (by default
-ALLOWED_HOSTS); a client that
-sends no Origin (scripts, servers) is let through, since every
-subscription still needs a token. Channels' own validator refuses those.
+"""Handshake origin check (PROTOCOL.md §4 Handshake), by progress/web/origins.py's
+rule (shared with the Server-Sent Events endpoint). A client that sends no Origin
+is let through; Channels' own validator refuses those.
 """
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
-from django.http.request import validate_host
 
+from consumers.clients import client_of_scope
 from progress import conf
+from progress.control.refusals import Refusal, log_refusal, shown
+from progress.web.origins import ORIGINS_HINT, origin_allowed
 
-
-def origin_allowed(origin: bytes | None) -> bool:
-    if origin is None:
-        return True
-    try:
-        host = urlsplit(origin.decode("latin1")).hostname
-    except ValueError:
-        return False
-    if not host:
-        return False
-    if ":" in host:  # urlsplit drops an IPv6 literal's brackets; ALLOWED_HOSTS keeps them
-        host = f"[{host}]"
-    return validate_host(host, conf.allowed_origins())
+__all__ = ["AllowedOriginValidator", "origin_allowed"]  # origin_allowed: for the tests
 
 
 class AllowedOriginValidator:
@@ -37,4 +23,8 @@ class AllowedOriginValidator:
         origin = next((v for k, v in scope.get("headers", []) if k == b"origin"), None)
         if origin_allowed(origin):
             return await self.application(scope, receive, send)
+        sent = (origin or b"").decode("latin1")
+        log_refusal(Refusal.ORIGIN, client_of_scope(scope),
+                    f"origin {shown(sent)} is not in the allowed origins "
+                    f"{conf.allowed_origins()} {ORIGINS_HINT}")
         return await WebsocketDenier()(scope, receive, send)

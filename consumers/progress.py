@@ -1,7 +1,7 @@
 """The progress consumer: parse a frame, authorise, delegate; push task events.
 
 Task state lives in Redis; the consumer only remembers, per subscription,
-the epoch and last seq it sent (consumers/delivery.py decides the rest).
+the epoch and last seq it sent (progress/wire/delivery.py decides the rest).
 """
 
 import asyncio
@@ -17,7 +17,6 @@ from consumers import wire
 from consumers.base import InboxConsumer
 from consumers.channel_layer import ensure_alias
 from consumers.clients import client_of_scope
-from consumers.delivery import Subscription, Verdict, judge
 from consumers.frames import Cancel, FrameError, Ping, Subscribe, Unsubscribe, parse_frame
 from consumers.limits import RateVerdict, TokenBucket
 from consumers.outbox import (
@@ -30,16 +29,22 @@ from consumers.outbox import (
 from progress import conf
 from progress.control import ratelimit
 from progress.control.cancel import CancelOutcome, cancel
+from progress.control.refusals import Refusal, log_refusal
 from progress.store import keys
 from progress.store.connections import async_clients
 from progress.store.records import AsyncRecordStore, ReadResult
 from progress.tokens import Permission, TokenError, verify_token
 from progress.wire import close_codes
+from progress.wire.delivery import Subscription, Verdict, judge
 from progress.wire.errors import ErrorCode
 from progress.wire.states import State
 from progress.wire.types import TaskEventMessage
 
 logger = logging.getLogger(__name__)
+
+# Messages whose failure the client hears of as `unavailable`: a frame it sent, and
+# the connect of the one-task endpoint, which subscribes on the client's behalf.
+ANSWERED = frozenset({"websocket.receive", "websocket.connect"})
 
 # Pauses between attempts to catch a subscription up after a layer reconnect.
 RESYNC_RETRY_PAUSES = (0.2, 0.5, 1.0)
@@ -58,6 +63,10 @@ def _store() -> AsyncRecordStore:
 
 
 class ProgressConsumer(InboxConsumer):
+    # While the socket holds no subscription: the timer that closes it, then the
+    # close itself (_watch_idle). A class default: nothing stored until connect.
+    _idle: asyncio.TimerHandle | asyncio.Task[None] | None = None
+
     @property
     def channel_layer_alias(self) -> str:
         # TaskPulse's own alias, never the host's "default" layer.
@@ -71,7 +80,9 @@ class ProgressConsumer(InboxConsumer):
         self.outbox = SendQueue(self.send, extensions.get(BACKLOG_EXTENSION, no_backlog),
                                 self._reader_too_slow, conf.send_queue_max_frames(),
                                 conf.slow_reader_timeout(),
-                                extensions.get(SEND_NOW_EXTENSION, no_send_now))
+                                extensions.get(SEND_NOW_EXTENSION, no_send_now),
+                                max_bytes=conf.send_queue_max_bytes(),
+                                process_max_bytes=conf.send_queue_process_max_bytes())
         self.client = client_of_scope(self.scope)  # before the headers go, below
         await self.accept()
         # The headers served the handshake (origin check); an idle connection
@@ -80,23 +91,46 @@ class ProgressConsumer(InboxConsumer):
         headers = self.scope.get("headers")
         if isinstance(headers, list):
             headers.clear()
-        task_id = self.scope["url_route"]["kwargs"].get("task_id")
+        self._watch_idle()
+        task_id = self._url_task_id()
         if task_id is not None:
             query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
             frame = {"type": "subscribe", "task_id": task_id, "token": query.get("token", [""])[0]}
             await self.handle_text(json.dumps(frame))
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "outbox"):
-            await self.outbox.close()
-        for task_id in list(getattr(self, "subscriptions", {})):
-            await self._end(task_id)
+        try:
+            if hasattr(self, "outbox"):
+                await self.outbox.close()
+            for task_id in list(getattr(self, "subscriptions", {})):
+                await self._end(task_id)
+        finally:
+            self._stop_idle_watch()
+
+    def _watch_idle(self) -> None:
+        """Close the socket once it has held no subscription for
+        TASKPULSE_IDLE_SOCKET_TIMEOUT: an open socket needs no token, and sockets
+        holding nothing would otherwise fill the process's caps. One timer handle
+        per idle socket, nothing per subscribed one."""
+        timeout = conf.idle_socket_timeout()
+        if timeout and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(timeout, self._idle_expired)
+
+    def _stop_idle_watch(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_expired(self) -> None:
+        # A timer callback cannot await: the close runs as a task, kept where the
+        # timer was, so that a subscription meanwhile or the disconnect cancels it.
+        self._idle = asyncio.ensure_future(self.close(close_codes.IDLE))
 
     async def _reader_too_slow(self) -> None:
         # The client left frames unread past the bounds: drop it rather than
         # hold its backlog; it resumes with since/epoch when it reads again.
         logger.info("TaskPulse: closing a connection that stopped reading")
-        await self.close(close_codes.POLICY_VIOLATION)
+        await self.close(close_codes.SLOW_READER)
 
     async def reply(self, frame: str, task_id: str | None = None) -> None:
         """Queue a frame for the client (in order; see consumers/outbox.py)."""
@@ -105,7 +139,7 @@ class ProgressConsumer(InboxConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         verdict = self.bucket.take()
         if verdict is RateVerdict.FLOOD:
-            await self.close(close_codes.POLICY_VIOLATION)
+            await self.close(close_codes.FLOODING)
             return
         if verdict is RateVerdict.LIMITED:
             await self.reply(wire.error(ErrorCode.RATE_LIMITED, "slow down: too many frames"))
@@ -137,6 +171,7 @@ class ProgressConsumer(InboxConsumer):
         try:
             verify_token(token, task_id, needs)
         except TokenError as exc:
+            log_refusal(Refusal.TOKEN, self.client, f"{exc} (task {task_id}, {needs.value})")
             raise FrameError(ErrorCode.FORBIDDEN, str(exc), task_id) from None
 
     async def subscribe(self, frame: Subscribe) -> None:
@@ -158,6 +193,7 @@ class ProgressConsumer(InboxConsumer):
                 await self.channel_layer.group_discard(group, self.channel_name)
                 raise
         sub = self.subscriptions[frame.task_id] = Subscription(frame.task_id, None, 0)
+        self._stop_idle_watch()
         if frame.since is not None and frame.epoch is not None:
             await self._resync(sub, frame.since, frame.epoch, resuming=True)
         else:
@@ -226,7 +262,7 @@ class ProgressConsumer(InboxConsumer):
                                 message["data"])
         elif verdict is Verdict.RESYNC:
             # A gap (a dropped message, a Redis reconnect) or a new epoch.
-            await self._catch_up(sub, message["epoch"])
+            await self._catch_up_or_report(sub, message["epoch"])
 
     async def layer_reconnected(self, message: dict[str, Any]) -> None:
         """The channel layer lost Redis for a while: whatever was published then is gone.
@@ -235,10 +271,11 @@ class ProgressConsumer(InboxConsumer):
             if sub.task_id in self.subscriptions:
                 await self._catch_up_or_report(sub)
 
-    async def _catch_up_or_report(self, sub: Subscription) -> None:
+    async def _catch_up_or_report(self, sub: Subscription,
+                                  live_epoch: str | None = None) -> None:
         for attempt, pause in enumerate((*RESYNC_RETRY_PAUSES, None)):
             try:
-                await self._catch_up(sub)
+                await self._catch_up(sub, live_epoch)
             except Exception as exc:
                 if pause is not None:
                     await asyncio.sleep(pause)
@@ -269,6 +306,8 @@ class ProgressConsumer(InboxConsumer):
 
     async def _end(self, task_id: str) -> None:
         if self.subscriptions.pop(task_id, None) is not None:
+            if not self.subscriptions:
+                self._watch_idle()
             await self.channel_layer.group_discard(keys.group_name(task_id), self.channel_name)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -280,5 +319,11 @@ class ProgressConsumer(InboxConsumer):
             # A server-side fault (e.g. Redis unreachable) must not close the
             # socket with 1011: log it and tell the client, who may retry.
             logger.exception("TaskPulse consumer failed on %s", message.get("type"))
-            if message.get("type") == "websocket.receive":
-                await self.reply(wire.error(ErrorCode.UNAVAILABLE, "server busy, try again"))
+            if message.get("type") in ANSWERED and hasattr(self, "outbox"):
+                await self.reply(wire.error(ErrorCode.UNAVAILABLE, "server busy, try again",
+                                            self._url_task_id()), self._url_task_id())
+
+    def _url_task_id(self) -> str | None:
+        """The task of the one-task endpoint (/ws/progress/<id>/), None on the shared one."""
+        task_id: str | None = self.scope["url_route"]["kwargs"].get("task_id")
+        return task_id

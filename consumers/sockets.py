@@ -1,8 +1,7 @@
 """Caps on open WebSockets, checked before a connection costs anything more:
-per server process (PROGRESS_MAX_SOCKETS, closed with 1013 "try again later")
-and per client address (PROGRESS_MAX_SOCKETS_PER_CLIENT, closed with 1008).
-Under another ASGI server than `python -m consumers.serve` the handshake is
-refused instead (HTTP 403).
+per server process (TASKPULSE_MAX_SOCKETS, closed with 4013 "try again later")
+and per client address (TASKPULSE_MAX_SOCKETS_PER_CLIENT, closed with 4029),
+on every server alike.
 
 The per-client table holds only addresses with an open socket, so its size is
 bounded by the process cap whatever clients do.
@@ -14,7 +13,6 @@ from collections import Counter
 from typing import Any
 
 from consumers.clients import client_of_scope
-from consumers.outbox import BACKLOG_EXTENSION
 from progress import conf
 from progress.wire import close_codes
 
@@ -52,7 +50,7 @@ class SocketLimits:
             return close_codes.TRY_AGAIN_LATER
         per_client = conf.max_sockets_per_client()
         if per_client and self.per_client[client] >= per_client:
-            return close_codes.POLICY_VIOLATION
+            return close_codes.TOO_MANY_SOCKETS
         return None
 
 
@@ -60,12 +58,8 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any, code: int) -> 
     message = await receive()
     if message.get("type") != "websocket.connect":
         return
-    if BACKLOG_EXTENSION not in scope.get("extensions", {}):
-        # Not TaskPulse's launcher, whose protocol sends 1008/1013 (stock
-        # autobahn refuses them from an application): refuse the handshake.
-        await send({"type": "websocket.close"})
-        return
     # Accept, then close with the code at once: a close code reaches the
-    # browser's WebSocket API, an HTTP refusal only shows as 1006.
+    # browser's WebSocket API, an HTTP refusal only shows as 1006. The codes are
+    # 4xxx (PROTOCOL.md §4), which every server sends through its public API.
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": code})

@@ -1,16 +1,10 @@
 """A web process's pub/sub connection to one Redis server.
 
-channels_redis reads its pub/sub connection one message at a time through
-redis-py's `PubSub.get_message` (a timeout context, a retry wrapper, the
-response parser's push handling, a message dict): a quarter of the server's
-CPU when every frame is its own PUBLISH (docs/BENCHMARKS.md, "Profile"). Here
-redis-py only opens the connection (so URLs, TLS, AUTH and Sentinel work as
-for every other client); then the socket's bytes go straight into a hiredis
-reader, and each message is handed to the layer as it is parsed. Taking the
-socket over reads a private attribute of redis-py's connection (`_writer`),
-so it is guarded (consumers/compat.py SUBSCRIBER_SOCKET): on a redis-py the
-suite did not run with, the same connection is read through redis-py's
-public `PubSub` instead (`_PubSubLink`), with the same promises below.
+redis-py opens the connection (so URLs, TLS, AUTH and Sentinel work as for
+every other client) and, by default, reads it through its public `PubSub`
+(`PubSubLink`). The launcher installs a faster reader in its place
+(consumers/tuning.py PubSubLinkOpener; consumers/server/socket_link.py, hiredis
+on the socket, docs/BENCHMARKS.md "Profile"); both keep the promises below.
 
 Ordering is what makes subscribing safe: `subscribe` returns once Redis has
 confirmed the SUBSCRIBE, so a record read after it cannot miss an event that
@@ -29,32 +23,24 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-import hiredis
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from progress.compat import enabled
+from consumers import tuning
+from progress.store.sentinel import SENTINEL_CHECK_INTERVAL, AsyncMajoritySentinel, last_named
 
 logger = logging.getLogger(__name__)
 
-OnMessage = Callable[[bytes, bytes], None]
+OnMessage = tuning.OnMessage
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0  # seconds between reconnect attempts, doubling
 # TCP keepalive probes: a subscriber only reads, so without them a Redis that
 # vanished without closing the connection (a partition, a dead host) would
 # never be noticed; with them it is after ~KEEPALIVE_IDLE + 3 x KEEPALIVE_INTERVAL s.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
-PUBSUB_READ_TIMEOUT = 1.0  # seconds a _PubSubLink read waits before it looks again
-
-
-def pack(*args: bytes) -> bytes:
-    """A command in RESP."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+PUBSUB_READ_TIMEOUT = 1.0  # seconds a PubSubLink read waits before it looks again
 
 
 def _keepalive_options() -> dict[int, int]:
@@ -75,7 +61,7 @@ def pool_for(host: dict[str, Any]) -> Any:
         pool = aioredis.ConnectionPool.from_url(host.pop("address"), **host)
     elif "master_name" in host:
         master, sentinels = host.pop("master_name"), host.pop("sentinels")
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = AsyncMajoritySentinel(
             sentinels, sentinel_kwargs=host.pop("sentinel_kwargs", None))
         pool = SentinelConnectionPool(master, sentinel, **host)  # type: ignore[no-untyped-call]
     else:
@@ -87,84 +73,7 @@ def pool_for(host: dict[str, Any]) -> Any:
     return pool
 
 
-class _Protocol(asyncio.Protocol):
-    def __init__(self, on_message: OnMessage, on_subscribed: Callable[[bytes], None],
-                 on_pong: Callable[[], None], stream: asyncio.BaseProtocol) -> None:
-        self._parser = hiredis.Reader()
-        self._stream = stream
-        self._on_message = on_message
-        self._on_subscribed = on_subscribed
-        self._on_pong = on_pong
-        self.transport: asyncio.Transport | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self._parser.feed(data)
-        try:
-            while (reply := self._parser.gets()) is not False:
-                # RESP2 answers in arrays, RESP3 in push notifications (a list
-                # subclass), and PING in subscribed mode with ["pong", ""] or +PONG.
-                kind = reply[0] if isinstance(reply, list) else reply
-                if kind == b"message":
-                    self._on_message(reply[1], reply[2])
-                elif kind == b"subscribe":
-                    self._on_subscribed(reply[1])
-                elif kind == b"pong" or kind == b"PONG":
-                    self._on_pong()
-                elif isinstance(reply, hiredis.ReplyError):
-                    logger.error("TaskPulse: Redis refused a pub/sub command: %s", reply)
-        except hiredis.ProtocolError:
-            logger.exception("TaskPulse: unreadable reply on the pub/sub connection; reconnecting")
-            if self.transport is not None:
-                self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # Tell the stream redis-py opened too, so its connection closes cleanly.
-        self._stream.connection_lost(exc)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-
-class _SocketLink:
-    """One connection, its socket read with hiredis (the tuned path)."""
-
-    def __init__(self, connection: Any, protocol: _Protocol) -> None:
-        self._connection = connection
-        self.protocol = protocol
-        self.lost = protocol.lost
-
-    @classmethod
-    async def open(cls, pool: Any, on_message: OnMessage,
-                   on_subscribed: Callable[[bytes], None],
-                   on_pong: Callable[[], None]) -> _SocketLink:
-        connection: Any = pool.make_connection()
-        await connection.connect()
-        # redis-py opened the stream (URL, TLS, AUTH, Sentinel); take over its transport.
-        transport: asyncio.Transport = connection._writer.transport
-        protocol = _Protocol(on_message, on_subscribed, on_pong, transport.get_protocol())
-        transport.set_protocol(protocol)
-        protocol.transport = transport
-        return cls(connection, protocol)
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        transport = self.protocol.transport
-        return None if transport is None or transport.is_closing() else transport
-
-    @property
-    def alive(self) -> bool:
-        return self.transport is not None
-
-    async def send(self, *commands: tuple[bytes, ...]) -> None:
-        transport = self.transport
-        if transport is not None:
-            transport.write(b"".join(pack(*command) for command in commands))
-
-    async def close(self) -> None:
-        await self._connection.disconnect()
-
-
-class _PubSubLink:
+class PubSubLink:
     """One connection, read through redis-py's public PubSub (the guard's fallback).
 
     redis-py reconnects a PubSub by itself and subscribes it again, which
@@ -184,7 +93,7 @@ class _PubSubLink:
     @classmethod
     async def open(cls, pool: Any, on_message: OnMessage,
                    on_subscribed: Callable[[bytes], None],
-                   on_pong: Callable[[], None]) -> _PubSubLink:
+                   on_pong: Callable[[], None]) -> PubSubLink:
         link = cls(pool, on_message, on_subscribed, on_pong)
         try:
             await link._pubsub.ping()  # connects (or raises); its PONG is read below
@@ -194,10 +103,6 @@ class _PubSubLink:
             raise
         link._reader = asyncio.ensure_future(link._read())
         return link
-
-    @property
-    def transport(self) -> None:
-        return None
 
     @property
     def alive(self) -> bool:
@@ -264,16 +169,15 @@ class Subscriber:
 
     def __init__(self, host: dict[str, Any], on_message: OnMessage,
                  on_reconnect: Callable[[], None]) -> None:
-        from consumers.compat import SUBSCRIBER_SOCKET
-
         self.host = host
         self._on_message = on_message
         self._on_reconnect = on_reconnect
-        self._link_class: Any = _SocketLink if enabled(SUBSCRIBER_SOCKET) else _PubSubLink
+        self._open_link: tuning.PubSubLinkOpener = (
+            tuning.INSTALLED.pubsub_link or PubSubLink.open)
         self._channels: set[bytes] = set()
         # Per channel, one future per SUBSCRIBE sent and not yet confirmed (in order).
         self._confirming: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
-        self._link: _SocketLink | _PubSubLink | None = None
+        self._link: tuning.PubSubLink | None = None
         self._runner: asyncio.Task[None] | None = None
         self._publisher: aioredis.Redis | None = None
         # One pool for the subscriber's life: a Sentinel connection holds only a
@@ -330,14 +234,9 @@ class Subscriber:
         self._connected_once = False
         self._pool = None
 
-    def _live_link(self) -> _SocketLink | _PubSubLink | None:
+    def _live_link(self) -> tuning.PubSubLink | None:
         link = self._link
         return link if link is not None and link.alive else None
-
-    def _transport(self) -> asyncio.Transport | None:
-        """The socket's transport (the tuned path only; None while reconnecting)."""
-        link = self._live_link()
-        return None if link is None else link.transport
 
     def _ensure_running(self) -> None:
         if self._runner is None or self._runner.done():
@@ -389,7 +288,7 @@ class Subscriber:
             else:
                 delay = RETRY_FIRST
                 try:
-                    await link.lost
+                    await self._until_lost_or_moved(link)
                 finally:
                     self._link = None
                     self._release_waiters(None)
@@ -401,10 +300,36 @@ class Subscriber:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
-    async def _connect(self) -> _SocketLink | _PubSubLink:
+    async def _until_lost_or_moved(self, link: tuning.PubSubLink) -> None:
+        """Until the connection is lost or, on a Sentinel master, the sentinels name
+        another master: a master replaced while alive keeps its subscribers until it
+        is demoted, seconds after the publishers moved, and they would hear nothing."""
+        pool = self._pool
+        if not isinstance(pool, SentinelConnectionPool):
+            await link.lost
+            return
+        connected_to = pool.master_address  # set when the connection was opened
+        while True:
+            await asyncio.wait([link.lost], timeout=SENTINEL_CHECK_INTERVAL)
+            if link.lost.done():
+                return
+            # Another client in this process (a record read) may have found it already.
+            named = last_named(pool.sentinel_manager, pool.service_name)
+            if named is None or named == connected_to:
+                try:
+                    named = await pool.get_master_address()  # type: ignore[no-untyped-call]
+                except (RedisError, OSError) as exc:
+                    logger.warning("TaskPulse: cannot ask the sentinels for the master: %s", exc)
+                    continue
+            if connected_to is not None and named != connected_to:
+                logger.warning("TaskPulse: the Redis master moved to %s:%s; subscribing there",
+                               *named)
+                return
+
+    async def _connect(self) -> tuning.PubSubLink:
         if self._pool is None:
             self._pool = pool_for(self.host)
-        link: _SocketLink | _PubSubLink = await self._link_class.open(
+        link = await self._open_link(
             self._pool, self._on_message, self._confirmed, self._announce)
         self._link = link
         self._announce_due = self._connected_once

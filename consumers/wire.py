@@ -1,62 +1,15 @@
-"""Server frames of PROTOCOL.md §4, built in one place.
+"""Server frames of PROTOCOL.md §4: defined in progress/wire/server_frames.py, which
+the Server-Sent Events stream shares; imported here for the consumer."""
 
-Event objects arrive from Redis already JSON-encoded; frames splice their
-`type` in front instead of decoding and re-encoding per subscriber.
-"""
+from progress.wire.server_frames import (
+    cancelling,
+    error,
+    object_frame,
+    pong,
+    resumed,
+    unknown_snapshot,
+    unsubscribed,
+)
 
-import json
-from typing import Any
-
-from progress.wire.errors import ErrorCode
-from progress.wire.states import UNKNOWN
-
-
-def object_frame(kind: str, object_json: str, reset: bool = False) -> str:
-    """`{"type": kind, ...object}` for an encoded event/snapshot object."""
-    head = f'{{"type":"{kind}","reset":true,' if reset else f'{{"type":"{kind}",'
-    return head + object_json[1:]
-
-
-def unknown_snapshot(task_id: str, reset: bool = False) -> str:
-    frame: dict[str, Any] = {
-        "type": "snapshot",
-        "task_id": task_id,
-        "name": None,
-        "epoch": None,
-        "seq": 0,
-        "state": UNKNOWN,
-        "final": False,
-        "progress": {"current": 0, "total": None, "percent": None, "message": None},
-        "eta": None,
-        "meta": {},
-        "result": None,
-        "error": None,
-        "updated_at": None,
-    }
-    if reset:
-        frame["reset"] = True
-    return json.dumps(frame, separators=(",", ":"))
-
-
-def resumed(task_id: str, epoch: str, seq: int) -> str:
-    return json.dumps({"type": "resumed", "task_id": task_id, "epoch": epoch, "seq": seq},
-                      separators=(",", ":"))
-
-
-def unsubscribed(task_id: str) -> str:
-    return json.dumps({"type": "unsubscribed", "task_id": task_id}, separators=(",", ":"))
-
-
-def cancelling(task_id: str) -> str:
-    return json.dumps({"type": "cancelling", "task_id": task_id}, separators=(",", ":"))
-
-
-def pong(ping_id: Any) -> str:
-    return json.dumps({"type": "pong", "id": ping_id}, separators=(",", ":"))
-
-
-def error(code: ErrorCode, detail: str, task_id: str | None = None) -> str:
-    frame: dict[str, Any] = {"type": "error", "code": code.value, "detail": detail}
-    if task_id is not None:
-        frame["task_id"] = task_id
-    return json.dumps(frame, separators=(",", ":"))
+__all__ = ["cancelling", "error", "object_frame", "pong", "resumed", "unknown_snapshot",
+           "unsubscribed"]

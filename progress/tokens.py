@@ -23,7 +23,12 @@ class Permission(StrEnum):
 _CODES = {Permission.WATCH: "w", Permission.CANCEL: "c"}
 _PERMISSIONS = {code: perm for perm, code in _CODES.items()}
 
-DEFAULT_PERMISSIONS = frozenset({Permission.WATCH, Permission.CANCEL})
+WATCH_ONLY = frozenset({Permission.WATCH})
+WATCH_AND_CANCEL = frozenset({Permission.WATCH, Permission.CANCEL})
+# Tokens travel in page markup and URLs for TASKPULSE_TOKEN_MAX_AGE (24 h): a leaked
+# link must not be able to cancel. Only a page that offers a cancel button asks
+# for WATCH_AND_CANCEL.
+DEFAULT_PERMISSIONS = WATCH_ONLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +44,8 @@ class TokenError(Exception):
 def issue_token(
     task_id: str, permissions: frozenset[Permission] = DEFAULT_PERMISSIONS
 ) -> str:
-    """A token for `task_id`: give it to the browser that may watch (and cancel) the task."""
+    """A token for `task_id`: give it to the browser that may watch the task. It may
+    cancel the task too only with `permissions=WATCH_AND_CANCEL`."""
     codes = "".join(sorted(_CODES[p] for p in permissions))
     key, _fallbacks = conf.token_keys()
     return signing.dumps([task_id, codes], key=key, salt=SALT, compress=False)

@@ -12,6 +12,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_asgi_app = get_asgi_application()
 
 from consumers.routing import websocket_application  # noqa: E402
+from consumers.server.install import install_tunings  # noqa: E402
+
+# The consumer loop and pub/sub reader tunings (docs/BENCHMARKS.md, "The tuned
+# launcher against stock servers"), each only where its guard passes: under stock
+# daphne and uvicorn too, not only under `python -m consumers.serve`, which
+# installs them itself. What clients see is the same either way.
+install_tunings()
 
 application = ProtocolTypeRouter(
     {

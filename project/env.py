@@ -15,15 +15,25 @@ from django.core.exceptions import ImproperlyConfigured
 from progress.store.servers import HostEntry, from_environment, resolve
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+PREFIX, LEGACY_PREFIX = "TASKPULSE_", "PROGRESS_"  # the names before TaskPulse 0.3
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
 
+def _raw(name: str) -> str | None:
+    """The variable `name`, else (for TASKPULSE_X) its old name PROGRESS_X."""
+    raw = os.environ.get(name)
+    if raw is None and name.startswith(PREFIX):
+        raw = os.environ.get(LEGACY_PREFIX + name.removeprefix(PREFIX))
+    return raw
+
+
 def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    raw = _raw(name)
+    return default if raw is None else raw
 
 
 def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None:
         return default
     word = raw.strip().lower()
@@ -36,7 +46,7 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -53,7 +63,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]

@@ -1,5 +1,6 @@
-"""The example site's URLs: the demo page, TaskPulse's HTTP API under /api/ and
-the health check at /healthz, where PROTOCOL.md §6 places them."""
+"""The example site's URLs: the demo page (and its htmx variant at /htmx/),
+TaskPulse's HTTP API under /api/ and the health check at /healthz, where
+PROTOCOL.md §6 places them."""
 
 from django.urls import include, path
 
@@ -8,6 +9,7 @@ from project.demo import views
 
 urlpatterns = [
     path("", views.demo_page, name="demo"),
+    path("htmx/", views.htmx_page, name="demo-htmx"),
     path("api/", include("progress.urls")),
     path("healthz", api.healthz, name="healthz"),
 ]

@@ -21,8 +21,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Development mode (the example site is production unless told otherwise).
 os.environ.setdefault("DJANGO_DEBUG", "1")
 # The suite starts many tasks from one address; the limit tests set their own rates.
-os.environ.setdefault("PROGRESS_START_RATE", "0")
-os.environ.setdefault("PROGRESS_CANCEL_RATE", "0")
+os.environ.setdefault("TASKPULSE_START_RATE", "0")
+os.environ.setdefault("TASKPULSE_CANCEL_RATE", "0")
 
 import django  # noqa: E402
 
@@ -31,7 +31,7 @@ django.setup()
 from tests import processes  # noqa: E402
 
 if TYPE_CHECKING:
-    from progress.store.records import RecordStore
+    from tests.publishing import PublishingStore
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -49,16 +49,17 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def store(redis_client: redis.Redis) -> RecordStore:
-    """The record store on this process's connection (what the worker and views use)."""
+def store(redis_client: redis.Redis) -> PublishingStore:
+    """The record store on this process's connection (what the worker and views use),
+    publishing through the publisher (tests/publishing.py)."""
     from progress.store.connections import sync_client
-    from progress.store.records import RecordStore
+    from tests.publishing import PublishingStore
 
-    return RecordStore(sync_client())
+    return PublishingStore(sync_client())
 
 
 @pytest.fixture
-def task_id(request: pytest.FixtureRequest, store: RecordStore) -> Iterator[str]:
+def task_id(request: pytest.FixtureRequest, store: PublishingStore) -> Iterator[str]:
     """A task id of this test's own, with no record before or after it."""
     from progress.store import keys
     from progress.store.connections import sync_client

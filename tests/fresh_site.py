@@ -15,7 +15,7 @@ from tests import processes
 COMMAND_TIMEOUT = 240.0  # one command: pip install with its dependencies, startproject, ...
 # What is left out of the copy of this checkout the wheel is built from: the
 # build then never writes into the shared work tree.
-NOT_SOURCE = (".git", ".venv", "*_cache", ".grimp_cache", "__pycache__", "*.egg-info",
+NOT_SOURCE = (".git", ".venv*", "*_cache", ".grimp_cache", "__pycache__", "*.egg-info",
               "build", "dist", "node_modules", "test-results", "tests", "bench")
 # Variables of this test process that must not leak into a new site's processes
 # (conftest.py points DJANGO_SETTINGS_MODULE at project.settings).
@@ -84,7 +84,7 @@ STATIC_URL = "/static/"
 USE_TZ = True
 
 TASKPULSE_REDIS_URL = {redis_url!r}
-PROGRESS_KEY_PREFIX = {prefix!r}
+TASKPULSE_KEY_PREFIX = {prefix!r}
 
 '''
 

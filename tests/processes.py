@@ -211,15 +211,15 @@ def start_replica(port: int, data_dir: str, master_port: int,
 
 
 def start_sentinel(port: int, data_dir: str, master_name: str, master_port: int,
-                   down_after_ms: int = SENTINEL_DOWN_AFTER_MS) -> Proc:
-    """A redis-server in sentinel mode (quorum 1) monitoring the master on `master_port`.
+                   down_after_ms: int = SENTINEL_DOWN_AFTER_MS, quorum: int = 1) -> Proc:
+    """A redis-server in sentinel mode monitoring the master on `master_port`.
 
     Sentinel rewrites its config file, so it gets its own in `data_dir`.
     """
     conf = Path(data_dir) / f"sentinel-{port}.conf"
     conf.write_text(
         f"port {port}\nbind 127.0.0.1\ndir {data_dir}\n"
-        f"sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n"
+        f"sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}\n"
         f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
         f"sentinel failover-timeout {master_name} 10000\n")
     proc = Proc(f"sentinel:{port}", ["redis-server", str(conf), "--sentinel"], dict(os.environ),

@@ -136,13 +136,14 @@ def custom_state(self: Any, delay: float = 0.15) -> str:
 
 
 @shared_task(bind=True, name="tests.declares_failure")
-def declares_failure(self: Any) -> None:
+def declares_failure(self: Any, exc_message: Any = None) -> None:
     """Celery's documented way to set a task's own outcome: update_state, then Ignore."""
     from celery import states
     from celery.exceptions import Ignore
 
+    exc_message = ["bad input"] if exc_message is None else exc_message
     self.update_state(state=states.FAILURE,
-                      meta={"exc_type": "ValueError", "exc_message": ["bad input"]})
+                      meta={"exc_type": "ValueError", "exc_message": exc_message})
     raise Ignore()
 
 

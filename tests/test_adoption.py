@@ -11,10 +11,16 @@ Then real processes, all from the new virtualenv and the site's directory:
 - embedded: stock `daphne mysite.asgi:application` and `celery -A mysite
   worker`, with the broker on Redis, and again on RabbitMQ with `rpc://`
   results (skipped, saying why, when RabbitMQ does not answer);
-- status server: the host site under `runserver` (WSGI: it serves no
+- status server: the host site under gunicorn (WSGI: it serves no
   WebSocket) and its worker, and TaskPulse as a separate service, both this
-  repository's `project/` and the doc's own-settings service, sharing only
-  Redis and TASKPULSE_TOKEN_KEY (each side has its own SECRET_KEY).
+  repository's `project/` and the doc's own-settings service (under the tuned
+  launcher and under stock daphne), sharing only Redis and TASKPULSE_TOKEN_KEY
+  (each side has its own SECRET_KEY).
+
+In both, headless Chromium opens the page of the doc's step 6 (its app, task,
+view, template and route, static files served as its step 5 says) and sees the
+bar move to "Done"; and a page whose task runs on a worker without the
+`progress` app says so after 30 s at "Queued".
 
 Every run has its own Redis key prefix and Celery queue (and RabbitMQ
 queue), deleted afterwards; every wait has a timeout.
@@ -23,10 +29,12 @@ queue), deleted afterwards; every wait has a timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import sysconfig
 import time
@@ -39,8 +47,10 @@ from typing import Any
 import pytest
 import redis
 import websockets
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests import processes
+from tests.browser.conftest import ACTION_TIMEOUT_MS, chromium
 from tests.client import Http, Ws, connect
 from tests.fresh_site import build_wheel, clean_env, run
 from tests.processes import AMQP_URL, amqp_reachable
@@ -62,11 +72,30 @@ STATUS_SETTINGS = "mysite/settings.py (status server)"
 STATIC_SETTINGS = "mysite/settings.py (static)"
 ASGI = "mysite/asgi.py"
 URLS = "mysite/urls.py"
+# Step 6: the page that shows a bar, in the app `imports`.
+IMPORTS_SETTINGS = "mysite/settings.py (imports)"
 TUTORIAL_TASKS = "imports/tasks.py"
+IMPORTS_VIEWS = "imports/views.py"
+PAGE = "imports/templates/imports/started.html"
+STATUS_PAGE = "imports/templates/imports/started.html (status server)"
+IMPORTS_URLS = "mysite/urls.py (imports)"
+PAGE_PATH = "/imports/start/"
+# The status-server page's placeholder for the service's address.
+SERVICE_URL_IN_DOC = "wss://progress.example.com/ws/progress/"
 SERVICE_FILES = ("taskpulse_server/settings.py", "taskpulse_server/urls.py",
                  "taskpulse_server/asgi.py")
 BLOCK_NAMES = {CELERY_APP, CELERY_INIT, CELERY_SETTINGS, EMBEDDED_SETTINGS, STATUS_SETTINGS,
-               STATIC_SETTINGS, ASGI, URLS, TUTORIAL_TASKS, *SERVICE_FILES}
+               STATIC_SETTINGS, ASGI, URLS, IMPORTS_SETTINGS, TUTORIAL_TASKS, IMPORTS_VIEWS,
+               PAGE, STATUS_PAGE, IMPORTS_URLS, *SERVICE_FILES}
+# The commands of the numbered steps this test runs (as argv, in a venv and a site).
+DOC_COMMANDS = ('pip install "taskpulse[celery]" whitenoise',
+                "python manage.py startapp imports",
+                "python manage.py collectstatic --noinput",
+                "daphne -p 8000 mysite.asgi:application",
+                "gunicorn -b 127.0.0.1:8000 mysite.wsgi:application",
+                "daphne -p 8001 taskpulse_server.asgi:application")
+HOST_EXTRA_PACKAGES = ("whitenoise", "gunicorn")  # the doc's pip line; the WSGI server
+PAGE_TIMEOUT_MS = 60_000  # from opening the page to the bar's "Done" (500 rows, 20 ms each)
 
 BLOCK = re.compile(
     r"^(?P<indent>[ ]*)<!-- adoption: (?P<name>[^>]+?) -->\n"
@@ -153,8 +182,8 @@ def host_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         run([sys.executable, "-m", "venv", str(venv.path)], cwd=venv.path.parent,
             env=clean_env())
-        run([venv.python, "-m", "pip", "install", "--quiet", f"{wheel}[celery]"],
-            cwd=venv.path.parent, env=clean_env(venv.bin))
+        run([venv.python, "-m", "pip", "install", "--quiet", f"{wheel}[celery]",
+             *HOST_EXTRA_PACKAGES], cwd=venv.path.parent, env=clean_env(venv.bin))
         yield venv
     finally:
         shutil.rmtree(venv.path.parent, ignore_errors=True)
@@ -163,21 +192,25 @@ def host_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def settings_block(values: dict[str, object]) -> str:
     """What the test adds after the doc's settings: the site's own apps, and this run's
     private Redis prefix, queue and broker (all literal values)."""
-    lines = ["# tests/test_adoption.py: the site's own apps; this run's Redis prefix,",
+    lines = ["# tests/test_adoption.py: the test's own app; this run's Redis prefix,",
              "# Celery queue and broker.",
-             'INSTALLED_APPS += ["jobs", "imports"]']
+             'INSTALLED_APPS += ["jobs"]']
     lines += [f"{name} = {value!r}" for name, value in values.items()]
     return "\n".join(lines) + "\n"
 
 
-def make_site(venv: Venv, parent: Path, mode: str, values: dict[str, object]) -> Path:
+def make_site(venv: Venv, parent: Path, mode: str, values: dict[str, object],
+              service_ws: str = "") -> Path:
     """`django-admin startproject mysite`, then docs/INTEGRATION.md's steps for `mode`
-    ("embedded" or "status server"), then the host app `jobs`; the site's directory."""
+    ("embedded" or "status server": its page points at `service_ws`), then the test's
+    app `jobs`; the site's directory."""
     blocks = doc_blocks()
     site = parent / "site"
     site.mkdir()
     run([venv.exe("django-admin"), "startproject", "mysite", str(site)], cwd=parent,
         env=clean_env(venv.bin))
+    # Step 6's app, made before the settings need the environment of the status server.
+    run([venv.python, "manage.py", "startapp", "imports"], cwd=site, env=clean_env(venv.bin))
     package = site / "mysite"
     # Celery's "First steps with Django": the app and its import in __init__.py.
     (package / "celery.py").write_text(blocks[CELERY_APP])
@@ -185,11 +218,20 @@ def make_site(venv: Venv, parent: Path, mode: str, values: dict[str, object]) ->
     settings = package / "settings.py"
     mode_block = EMBEDDED_SETTINGS if mode == "embedded" else STATUS_SETTINGS
     added = [blocks[CELERY_SETTINGS], blocks[mode_block], blocks[STATIC_SETTINGS],
-             settings_block(values)]
+             blocks[IMPORTS_SETTINGS], settings_block(values)]
     settings.write_text(settings.read_text() + "\n\n" + "\n\n".join(added))
     if mode == "embedded":
         (package / "asgi.py").write_text(blocks[ASGI])
         (package / "urls.py").write_text(blocks[URLS])
+    page = blocks[PAGE] if mode == "embedded" else blocks[STATUS_PAGE].replace(
+        SERVICE_URL_IN_DOC, service_ws)
+    template = site / "imports" / "templates" / "imports" / "started.html"
+    template.parent.mkdir(parents=True)
+    template.write_text(page)
+    (site / "imports" / "tasks.py").write_text(blocks[TUTORIAL_TASKS])
+    (site / "imports" / "views.py").write_text(blocks[IMPORTS_VIEWS])
+    with (package / "urls.py").open("a") as urls:
+        urls.write("\n" + blocks[IMPORTS_URLS])
     with (package / "urls.py").open("a") as urls:
         urls.write("\n# tests/test_adoption.py: the site's own views.\n"
                    "from django.urls import include, path  # noqa: E402\n\n"
@@ -200,9 +242,6 @@ def make_site(venv: Venv, parent: Path, mode: str, values: dict[str, object]) ->
             target = target.with_name(target.name.removesuffix("-tpl"))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-    (site / "imports").mkdir()
-    (site / "imports" / "__init__.py").write_text("")
-    (site / "imports" / "tasks.py").write_text(blocks[TUTORIAL_TASKS])
     return site
 
 
@@ -224,6 +263,7 @@ class Running:
     web: processes.Proc
     worker: processes.Proc
     task_ids: list[str] = field(default_factory=list)
+    broker: str = "redis"
 
     @property
     def base(self) -> str:
@@ -265,7 +305,9 @@ class Running:
 
 
 def start_running(running: Running, ready_path: str) -> None:
-    """Start the worker and the web process; return once both are ready."""
+    """Collect the static files (step 5), start the worker and the web process; return
+    once both are ready."""
+    running.manage("collectstatic", "--noinput")
     running.worker.start()
     running.web.start()
     running.worker.wait_marker()
@@ -324,15 +366,64 @@ def check_progress(frames: list[dict[str, Any]], total: int) -> list[dict[str, A
     return events
 
 
+# -- the page of step 6 in a browser -------------------------------------------------
+
+# The bar part-way: a value above 0 and below its max (the native <progress>).
+BAR_MOVING = """() => {
+  const bar = document.querySelector("task-progress progress.taskpulse-bar");
+  return bar !== null && bar.hasAttribute("value") && bar.value > 0 && bar.value < bar.max;
+}"""
+
+
+def see_the_bar_move(running: Running, host: str = "127.0.0.1") -> None:
+    """Open the page of the doc's step 6 in headless Chromium: the element upgrades,
+    styled, the bar stands part-way, then full at "Done"; nothing went wrong."""
+    with chromium() as browser:
+        context = browser.new_context(base_url=f"http://{host}:{running.port}")
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            page.goto(PAGE_PATH)
+            element = page.locator("task-progress")
+            task_id = element.get_attribute("task-id")
+            assert task_id, page.content()
+            running.task_ids.append(task_id)
+            upgraded = page.locator("task-progress progress.taskpulse-bar")
+            try:
+                upgraded.wait_for(timeout=ACTION_TIMEOUT_MS)
+            except PlaywrightTimeout:
+                pytest.fail(f"the element never ran; the page says: {element.inner_text()}")
+            page.wait_for_function(BAR_MOVING, timeout=PAGE_TIMEOUT_MS)
+            page.locator('task-progress[data-state="SUCCESS"]').wait_for(
+                timeout=PAGE_TIMEOUT_MS)
+            bar = element.locator("progress")
+            assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("500", "500")
+            assert element.locator(".taskpulse-state").inner_text() == "Done"
+            assert element.evaluate("e => getComputedStyle(e).display") == "block"  # styled
+            for warned in ("data-error", "data-warning", "data-hint"):
+                assert element.get_attribute(warned) is None, element.inner_text()
+            assert errors == []
+        finally:
+            context.close()
+
+
 # -- the wheel ---------------------------------------------------------------------
 
 
 def test_doc_blocks_are_complete_python() -> None:
-    """docs/INTEGRATION.md has every block this test applies, each valid Python."""
+    """docs/INTEGRATION.md has every block and command this test applies, each Python
+    block valid Python."""
     blocks = doc_blocks()
     assert set(blocks) == BLOCK_NAMES, sorted(blocks)
     for name, code in blocks.items():
-        compile(code, f"docs/INTEGRATION.md: {name}", "exec")
+        if name.split(" ")[0].endswith(".py"):
+            compile(code, f"docs/INTEGRATION.md: {name}", "exec")
+    text = DOC.read_text()
+    for command in DOC_COMMANDS:
+        assert command in text, f"docs/INTEGRATION.md no longer says {command!r}"
+    assert SERVICE_URL_IN_DOC in blocks[STATUS_PAGE]
 
 
 def test_wheel_installs_the_app_and_nothing_named_project(host_venv: Venv,
@@ -374,7 +465,7 @@ def embedded(request: pytest.FixtureRequest, host_venv: Venv,
     prefix = f"tpadopt{secrets.token_hex(3)}"
     values: dict[str, object] = {
         "TASKPULSE_REDIS_URL": REDIS_URL,
-        "PROGRESS_KEY_PREFIX": prefix,
+        "TASKPULSE_KEY_PREFIX": prefix,
         "CELERY_TASK_DEFAULT_QUEUE": prefix,
         "CELERY_BROKER_URL": REDIS_URL if broker == "redis" else AMQP_URL,
         "CELERY_RESULT_BACKEND": REDIS_URL if broker == "redis" else "rpc://",
@@ -386,7 +477,7 @@ def embedded(request: pytest.FixtureRequest, host_venv: Venv,
     web = processes.Proc(f"daphne:{port}", [host_venv.exe("daphne"), "-b", "127.0.0.1", "-p",
                                       str(port), "mysite.asgi:application"], env, cwd=site)
     running = Running(site, host_venv, env, prefix, port, web,
-                      worker_proc(host_venv, site, env, prefix))
+                      worker_proc(host_venv, site, env, prefix), broker=broker)
     try:
         start_running(running, "/progress/healthz")
         yield running
@@ -482,6 +573,60 @@ async def test_embedded_page_shows_a_bar_the_browser_can_open(embedded: Running)
     assert refused.value.response.status_code == 403
 
 
+def test_embedded_page_of_step_6_shows_a_moving_bar(embedded: Running) -> None:
+    """The page of the doc's step 6, made and served only as its numbered steps say
+    (stock daphne, WhiteNoise), shows a bar that moves to "Done" in Chromium."""
+    see_the_bar_move(embedded)
+
+
+# Settings of a worker that runs the site's tasks without TaskPulse's hooks.
+WITHOUT_TASKPULSE = (
+    "from mysite.settings import *  # noqa: F403\n\n"
+    'INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "progress"]  # noqa: F405\n'
+)
+QUEUED_HINT_TIMEOUT_MS = 45_000  # the element's default 30 s, and the page's start
+
+
+def test_worker_without_taskpulse_gets_a_hint_on_the_page(
+        embedded: Running, redis_client: redis.Redis) -> None:
+    """A worker whose settings lack the `progress` app runs the task to SUCCESS and
+    records nothing: the page stays at "Queued" and, after 30 s, says the task may be
+    on a worker without TaskPulse or on another Redis or key prefix."""
+    if embedded.broker != "redis":
+        pytest.skip("the hint does not depend on the broker: the Redis one shows it")
+    (embedded.site / "mysite" / "settings_without_taskpulse.py").write_text(WITHOUT_TASKPULSE)
+    queue = f"{embedded.prefix}-bare"
+    env = {**embedded.env, "DJANGO_SETTINGS_MODULE": "mysite.settings_without_taskpulse"}
+    bare = worker_proc(embedded.venv, embedded.site, env, queue)
+    bare.argv += ["-Q", queue]
+    bare.start()
+    try:
+        bare.wait_marker()
+        with chromium() as browser:
+            context = browser.new_context(base_url=embedded.base)
+            context.set_default_timeout(ACTION_TIMEOUT_MS)
+            page = context.new_page()
+            try:
+                page.goto(f"/jobs/page/doc-on-queue/?steps=5&queue={queue}")
+                element = page.locator("task-progress")
+                task_id = element.get_attribute("task-id")
+                assert task_id
+                embedded.task_ids.append(task_id)
+                page.locator('task-progress[data-hint="queued"]').wait_for(
+                    timeout=QUEUED_HINT_TIMEOUT_MS)
+                assert element.get_attribute("data-state") == "PENDING"
+                assert element.locator(".taskpulse-state").inner_text() == "Queued"
+                hint = element.locator(".taskpulse-hint").inner_text()
+                assert hint.startswith("Still queued after 30 s.") and \
+                    "running without TaskPulse" in hint, hint
+            finally:
+                context.close()
+        meta = redis_client.get(f"celery-task-meta-{task_id}")
+        assert meta is not None and json.loads(meta)["status"] == "SUCCESS", meta
+    finally:
+        bare.stop()
+
+
 def test_embedded_collectstatic_collects_the_element(embedded: Running) -> None:
     """`manage.py collectstatic --noinput` (STATIC_ROOT from the doc) copies the element,
     the client and the stylesheet from the installed app."""
@@ -496,32 +641,44 @@ def test_embedded_collectstatic_collects_the_element(embedded: Running) -> None:
 SERVICE_ORIGIN_HOST = "localhost"  # the host site's pages are served as http://localhost:PORT
 
 
+@dataclass
+class StatusHost:
+    """The host site of the status-server set-up, its token key, and the port its
+    pages expect the TaskPulse service on."""
+
+    running: Running
+    token_key: str
+    service_port: int
+
+
 @pytest.fixture(scope="module")
 def status_host(host_venv: Venv, tmp_path_factory: pytest.TempPathFactory,
-                redis_client: redis.Redis) -> Iterator[tuple[Running, str]]:
+                redis_client: redis.Redis) -> Iterator[StatusHost]:
     """The host site set up as docs/INTEGRATION.md's status-server steps say, under
-    `manage.py runserver` (no daphne: it serves no WebSocket), and its worker; with
-    the shared token key."""
+    gunicorn (WSGI: it serves no WebSocket; WhiteNoise serves its static files), and its
+    worker; with the shared token key."""
     prefix = f"tpadopt{secrets.token_hex(3)}"
     token_key = secrets.token_urlsafe(50)
+    service_port = processes.free_port()
     values: dict[str, object] = {
         "TASKPULSE_REDIS_URL": REDIS_URL,
-        "PROGRESS_KEY_PREFIX": prefix,
+        "TASKPULSE_KEY_PREFIX": prefix,
         "CELERY_TASK_DEFAULT_QUEUE": prefix,
         "CELERY_BROKER_URL": REDIS_URL,
         "CELERY_RESULT_BACKEND": REDIS_URL,
     }
     site = make_site(host_venv, tmp_path_factory.mktemp("status-host"), "status server",
-                     values)
+                     values, service_ws=processes.ws_url(service_port))
     env = clean_env(host_venv.bin, TASKPULSE_TOKEN_KEY=token_key)
     port = processes.free_port()
-    web = processes.Proc(f"runserver:{port}", [host_venv.python, "manage.py", "runserver",
-                                         "--noreload", f"127.0.0.1:{port}"], env, cwd=site)
+    web = processes.Proc(f"gunicorn:{port}", [host_venv.exe("gunicorn"), "-b",
+                                        f"127.0.0.1:{port}", "--workers", "2",
+                                        "mysite.wsgi:application"], env, cwd=site)
     running = Running(site, host_venv, env, prefix, port, web,
                       worker_proc(host_venv, site, env, prefix))
     try:
         start_running(running, "/jobs/ping/")
-        yield running, token_key
+        yield StatusHost(running, token_key, service_port)
     finally:
         running.stop()
         delete_redis_data(redis_client, prefix, running.task_ids)
@@ -541,14 +698,25 @@ class Service:
         return processes.http_url(self.port)
 
 
-@pytest.fixture(params=["project", "own-settings"])
-def status_service(request: pytest.FixtureRequest, status_host: tuple[Running, str],
+def write_service(directory: Path) -> None:
+    """The doc's three-file service package `taskpulse_server` in `directory`."""
+    blocks = doc_blocks()
+    package = directory / "taskpulse_server"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in SERVICE_FILES:
+        (directory / name).write_text(blocks[name])
+
+
+@pytest.fixture(params=["project", "own-settings", "own-settings-daphne"])
+def status_service(request: pytest.FixtureRequest, status_host: StatusHost,
                    host_venv: Venv, tmp_path: Path) -> Iterator[Service]:
     """TaskPulse as its own service on the host's Redis and prefix, with the shared token
-    key and its own SECRET_KEY: this repository's project/ (from this checkout's venv),
-    or the doc's three-file settings package (from the wheel's venv)."""
-    host, token_key = status_host
-    port = processes.free_port()
+    key and its own SECRET_KEY, on the port the host's pages name: this repository's
+    project/ (from this checkout's venv), or the doc's three-file settings package (from
+    the wheel's venv) under the tuned launcher or stock daphne."""
+    host, token_key = status_host.running, status_host.token_key
+    port = status_host.service_port
     common = {
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),  # not the host's
         "TASKPULSE_TOKEN_KEY": token_key,
@@ -563,14 +731,13 @@ def status_service(request: pytest.FixtureRequest, status_host: tuple[Running, s
         env, cwd = clean_env(DJANGO_DEBUG="1", **common), ROOT
         health = "/healthz"
     else:
-        blocks = doc_blocks()
-        package = tmp_path / "taskpulse_server"
-        package.mkdir()
-        (package / "__init__.py").write_text("")
-        for name in SERVICE_FILES:
-            (tmp_path / name).write_text(blocks[name])
-        argv = [host_venv.python, "-m", "consumers.serve", "taskpulse_server.asgi:application",
-                *listen]
+        write_service(tmp_path)
+        if request.param == "own-settings":
+            argv = [host_venv.python, "-m", "consumers.serve",
+                    "taskpulse_server.asgi:application", *listen]
+        else:
+            argv = [host_venv.exe("daphne"), "-b", "127.0.0.1", "-p", str(port),
+                    "taskpulse_server.asgi:application"]
         env, cwd = clean_env(host_venv.bin, **common), tmp_path
         health = "/api/healthz"
     proc = processes.Proc(f"service:{request.param}:{port}", argv, env, cwd=cwd).start()
@@ -581,17 +748,17 @@ def status_service(request: pytest.FixtureRequest, status_host: tuple[Running, s
         proc.stop()
 
 
-async def test_status_server_streams_the_hosts_task(status_host: tuple[Running, str],
+async def test_status_server_streams_the_hosts_task(status_host: StatusHost,
                                                     status_service: Service) -> None:
     """A page of the host site (its token signed with the shared key) watches the task the
     host's worker runs, over the separate service, from the host's origin, to SUCCESS;
     the service's HTTP API accepts the same token. Another origin is refused, and so
     is a token signed with another key."""
-    host, _token_key = status_host
+    host = status_host.running
     html, task_id, token = host.page("tracked", host=SERVICE_ORIGIN_HOST, steps=5, delay=0.2)
     assert "/static/taskpulse/task-progress.js" in html
     status, script = Http(f"http://{SERVICE_ORIGIN_HOST}:{host.port}").request(
-        "GET", "/static/taskpulse/task-progress.js")  # runserver serves the app's static files
+        "GET", "/static/taskpulse/task-progress.js")  # WhiteNoise, under gunicorn
     assert status == 200 and b"task-progress" in script
 
     origin = f"http://{SERVICE_ORIGIN_HOST}:{host.port}"
@@ -620,3 +787,38 @@ async def test_status_server_streams_the_hosts_task(status_host: tuple[Running, 
         error = await ws.recv()
     assert error["type"] == "error" and error["code"] == "forbidden", error
     assert error.get("task_id") == task_id
+
+
+def test_status_server_page_of_step_6_shows_a_moving_bar(status_host: StatusHost,
+                                                         status_service: Service) -> None:
+    """The host's page of the status-server steps (gunicorn and WhiteNoise), pointed at
+    the service, shows a bar that moves to "Done" in Chromium."""
+    see_the_bar_move(status_host.running, host=SERVICE_ORIGIN_HOST)
+
+
+def test_missing_environment_says_what_to_set(status_host: StatusHost, tmp_path: Path) -> None:
+    """Without TASKPULSE_TOKEN_KEY the site's `manage.py` stops saying what to set (not a
+    bare KeyError); so does the doc's service without DJANGO_SECRET_KEY. The service
+    logs in UTC."""
+    host = status_host.running
+    env = {k: v for k, v in host.env.items() if k != "TASKPULSE_TOKEN_KEY"}
+    done = subprocess.run([host.venv.python, "manage.py", "check"], cwd=host.site, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: Set the environment variable TASKPULSE_TOKEN_KEY" in \
+        done.stderr, done.stderr
+    assert "KeyError" not in done.stderr
+
+    write_service(tmp_path)
+    service_env = {"TASKPULSE_TOKEN_KEY": status_host.token_key,
+                   "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "TASKPULSE_ALLOWED_ORIGINS": "localhost",
+                   "REDIS_URL": REDIS_URL, "DJANGO_SETTINGS_MODULE": "taskpulse_server.settings"}
+    show = ("import django; django.setup(); from django.conf import settings; "
+            "print(settings.TIME_ZONE)")
+    done = subprocess.run([host.venv.python, "-c", show], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env=clean_env(host.venv.bin, **service_env))
+    assert done.returncode != 0
+    assert "Set the environment variable DJANGO_SECRET_KEY" in done.stderr, done.stderr
+    shown = run([host.venv.python, "-c", show], cwd=tmp_path, env=clean_env(
+        host.venv.bin, DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **service_env))
+    assert shown.strip() == "UTC"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from progress.publisher import store
+from progress.publisher import publish, store
 from progress.store.records import EventDraft
 from progress.wire.states import State
 from tests.conftest import Stack
@@ -89,7 +89,7 @@ def test_cancellation_example(redis_client: redis.Redis) -> None:
     REVOKED at that call."""
     task = example("def import_rows").import_rows
     task_id = f"docs-{uuid.uuid4()}"
-    store().publish(EventDraft(task_id, State.STARTED, name=task.name))
+    publish(EventDraft(task_id, State.STARTED, name=task.name))
     store().request_cancel(task_id)
     task.apply(args=(5,), task_id=task_id)
     final = final_object(task_id)

@@ -70,9 +70,9 @@ def sink(draft: EventDraft, fraction: float | None) -> PublishOutcome:
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_interop_setting(enabled: bool) -> None:
-    """PROGRESS_ASYNCRESULT switches the result-backend write; the meta has the progress."""
+    """TASKPULSE_ASYNCRESULT switches the result-backend write; the meta has the progress."""
     task = FakeTask()
-    with override_settings(PROGRESS_ASYNCRESULT=enabled, PROGRESS_MIN_INTERVAL=0):
+    with override_settings(TASKPULSE_ASYNCRESULT=enabled, TASKPULSE_MIN_INTERVAL=0):
         progress = TaskProgress(f"unit-{uuid.uuid4()}", sink, "t", task)
     progress.update(3, total=4, message="m", meta={"k": "v"})
     if not enabled:
@@ -87,7 +87,7 @@ def test_interop_setting(enabled: bool) -> None:
 def test_trailing_flush_never_writes_the_backend() -> None:
     """Held-back values flushed at a state change skip the backend (Celery wrote the state)."""
     task = FakeTask()
-    with override_settings(PROGRESS_MIN_INTERVAL=60):
+    with override_settings(TASKPULSE_MIN_INTERVAL=60):
         progress = TaskProgress(f"unit-{uuid.uuid4()}", sink, "t", task)
     progress.update(1, total=4)
     progress.update(2)
@@ -135,7 +135,7 @@ def test_no_result_backend_is_quietly_skipped(caplog: pytest.LogCaptureFixture) 
         backend = DisabledBackend(app=current_app)
         request = None
 
-    with override_settings(PROGRESS_MIN_INTERVAL=0):
+    with override_settings(TASKPULSE_MIN_INTERVAL=0):
         progress = TaskProgress(f"unit-{uuid.uuid4()}", sink, "t", NoBackendTask())
     progress.update(1, total=2)
     assert not [r for r in caplog.records if "result backend" in r.getMessage()]

@@ -1,10 +1,13 @@
 """Cancel (PROTOCOL.md §4 `cancel`, §6): a queued task never runs and is REVOKED at once."""
 
+import asyncio
+import json
+import time
 import uuid
 
 import pytest
 
-from progress.tokens import issue_token
+from progress.tokens import WATCH_AND_CANCEL, issue_token
 from project.demo.tasks import count
 from tests.client import Ws, connect
 from tests.conftest import Stack
@@ -16,7 +19,7 @@ async def test_cancel_queued_task_is_revoked_at_once(stack: Stack) -> None:
     """A task still in the queue: `cancelling`, then REVOKED; a second cancel: not_cancellable."""
     task_id = str(uuid.uuid4())
     count.apply_async(kwargs={"steps": 1}, task_id=task_id, queue=f"nobody-{task_id}")
-    token = issue_token(task_id)
+    token = issue_token(task_id, WATCH_AND_CANCEL)
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
         await ws.subscribe(task_id, token)
@@ -39,7 +42,7 @@ async def test_cancelling_a_group_cancels_its_members(stack: Stack) -> None:
     from tests.tasks import slow_steps
 
     group_id = start_group([slow_steps.s(steps=200, delay=0.05) for _ in range(4)])
-    token = issue_token(group_id)
+    token = issue_token(group_id, WATCH_AND_CANCEL)
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
         await ws.subscribe(group_id, token)
@@ -50,9 +53,17 @@ async def test_cancelling_a_group_cancels_its_members(stack: Stack) -> None:
     assert frames[-1]["final"] is True
     members = member_ids(group_id)
     assert len(members) == 4
-    for member in members:
-        snapshot = store().read(member).snapshot
-        assert snapshot is not None and '"state":"REVOKED"' in snapshot.json
+    # A group still PENDING when cancelled (its members not started yet) is REVOKED
+    # at once, like any queued task; its members follow as each worker takes or
+    # stops them.
+    deadline = time.monotonic() + 30
+    while True:
+        states = [json.loads(store().read(member).snapshot.json)["state"]  # type: ignore[union-attr]
+                  for member in members]
+        if states == ["REVOKED"] * 4 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert states == ["REVOKED"] * 4
 
 
 def test_a_repeated_cancel_revokes_nothing_again(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,14 +1,15 @@
 """Upgrade safety of the internals TaskPulse relies on (progress/compat.py,
-consumers/compat.py; docs/GUARANTEES.md, "Stock daphne and uvicorn").
+consumers/server/compat.py; docs/GUARANTEES.md, "Stock daphne and uvicorn").
 
-- Every guard finds, in the installed releases, every attribute its tuned path
-  touches, and every installed release is in its tested range: a release that
-  changes them fails here first (then widen the range in progress/compat.py only
-  once the whole suite passed with it).
-- A release outside the range, or a missing attribute, turns the tuning off with
-  one log line, and the public path runs instead: each fallback is exercised, and
-  a real daphne started with every guard forced off (TASKPULSE_UNTESTED=*)
-  still delivers subscribe -> progress -> SUCCESS and still bounds a slow reader.
+- Every guard finds, in the installed releases (whichever they are: run this with
+  a new release installed), every attribute and signature its tuned path relies
+  on, and its self-tests pass.
+- A release the suite did not run with keeps its tunings; it is only reported.
+- A missing attribute, a changed signature or a failing self-test turns the tuning
+  off with one log line saying which check failed, and the public path runs
+  instead: each fallback is exercised, and a real daphne started with every guard
+  forced off (TASKPULSE_UNTESTED=*) still delivers subscribe -> progress -> SUCCESS
+  and still bounds a slow reader.
 - The shard hash has no fallback for a channels_redis layer: start-up is refused.
 - Under TLS the slow-reader bound holds (the backlog is read through the TLS layer).
 """
@@ -25,6 +26,7 @@ import ssl
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,16 +37,20 @@ import websockets
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from consumers import compat as web_compat
 from consumers.base import InboxConsumer, SendWatch
 from consumers.layer import RECONNECTED_TYPE, ResyncingPubSubChannelLayer
 from consumers.outbox import HIGH_WATER
-from consumers.send_backlog import PausedFlag, readable, unwritten_bytes
-from consumers.subscriber import _PubSubLink, _SocketLink
+from consumers.server import compat as web_compat
+from consumers.server.send_backlog import PausedFlag, readable, unwritten_bytes
+from consumers.server.socket_link import SocketLink
+from consumers.subscriber import PubSubLink
 from progress import compat
 from progress.integrations.celery.compat import CELERY_STATE
 from progress.store import keys, shards
-from progress.store.script_runner import SCRIPT_RUNNER, ScriptRunner
+from progress.store.script_runner import ScriptRunner
+from progress.store.tuned import channels_redis_hash
+from progress.store.tuned.channels_redis_hash import SHARD_HASH
+from progress.store.tuned.script_socket import SCRIPT_RUNNER
 from progress.tokens import issue_token
 from tests import processes
 from tests.conftest import REDIS_URL
@@ -58,11 +64,12 @@ from tests.faultkit import (
     rss_kib,
     send_task,
 )
+from tests.launcher_tunings import install_launcher_tunings
 
-GUARDS = {guard.name: guard for guard in (*web_compat.GUARDS, SCRIPT_RUNNER, shards.SHARD_HASH,
+GUARDS = {guard.name: guard for guard in (*web_compat.GUARDS, SCRIPT_RUNNER, SHARD_HASH,
                                            CELERY_STATE)}
 SLOW_READER_TIMEOUT = 3.0
-# ~24 MB of progress frames (messages are cut at PROGRESS_MESSAGE_MAX_CHARS, 1000), far
+# ~24 MB of progress frames (messages are cut at TASKPULSE_MESSAGE_MAX_CHARS, 1000), far
 # more than any socket buffer holds
 STEPS, PAD = 20_000, 1000
 RSS_GROWTH_LIMIT_KIB = 16 * 1024
@@ -84,61 +91,245 @@ def force_untested(monkeypatch: pytest.MonkeyPatch, *distributions: str) -> None
 # -- What the guards check ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("distribution", sorted(compat.TESTED))
-def test_installed_release_is_in_its_tested_range(distribution: str) -> None:
-    """The suite runs against the releases progress/compat.py says it ran against."""
-    assert compat.version_problem(distribution) is None
-
-
 @pytest.mark.parametrize("name", sorted(GUARDS))
 def test_every_relied_on_attribute_exists(name: str) -> None:
-    """Each attribute, method and per-connection field a tuned path touches is there."""
+    """Each attribute, signature and self-tested behaviour a tuned path relies on is
+    there in the installed releases, whichever they are."""
     assert GUARDS[name].problems() == []
 
 
-def test_release_ranges() -> None:
-    assert compat.release("26.10.2rc1") == (26, 10, 2)
-    assert compat.release("4.2") == (4, 2)
-    assert compat.release("nonsense") == ()
+def test_tested_releases_are_the_constraints() -> None:
+    """progress/compat.py TESTED says what the suite runs with: requirements/constraints.txt."""
+    pins = dict(line.split("==") for line in
+                (processes.ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    pinned = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    assert {name: pinned.get(name.lower()) for name in compat.TESTED} == compat.TESTED
 
 
-@pytest.mark.parametrize("version, problem", [
-    ("4.2.3", False), ("4.2.9", False), ("4.2.2", True), ("4.3.0", True), ("5.0", True)])
-def test_daphne_range(monkeypatch: pytest.MonkeyPatch, version: str, problem: bool) -> None:
-    monkeypatch.setattr(compat, "installed_version", lambda _name: version)
-    assert (compat.version_problem("daphne") is not None) is problem
-
-
-def test_untested_release_turns_the_tuning_off_with_one_log_line(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """A release outside the range: the guard is off, says why once, and stays decided."""
+def installed_as(monkeypatch: pytest.MonkeyPatch, distribution: str, version: str) -> None:
     real = compat.installed_version
     monkeypatch.setattr(compat, "installed_version",
-                        lambda name: "27.1.0" if name == "Twisted" else real(name))
+                        lambda name: version if name == distribution else real(name))
+
+
+def test_untested_release_keeps_its_tuning(monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A release the suite did not run with, that still has everything a guard checks,
+    keeps the tuning: the version is reported, never the reason a tuning is off."""
+    installed_as(monkeypatch, "Twisted", "27.1.0")
     with caplog.at_level(logging.WARNING, logger="progress.compat"):
-        first = compat.check(web_compat.DIRECT_WRITE)
-        again = compat.check(web_compat.DIRECT_WRITE)
+        assert compat.check(web_compat.DIRECT_WRITE).enabled
+    assert not [r for r in caplog.records if "turned off" in r.getMessage()]
+    assert compat.describe_release("Twisted") == (
+        f"Twisted 27.1.0 (untested: the suite ran with {compat.TESTED['Twisted']})")
+
+
+def test_start_up_line_names_untested_releases(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    installed_as(monkeypatch, "autobahn", "99.1.0")
+    with caplog.at_level(logging.INFO):
+        verdicts = web_compat.check_all()
+    assert all(verdict.enabled for verdict in verdicts.values())
+    [line] = [r.getMessage() for r in caplog.records if "tunings on" in r.getMessage()]
+    assert f"{len(verdicts)} of {len(verdicts)} tunings on" in line
+    assert "autobahn 99.1.0 (untested: the suite ran with" in line
+
+
+@pytest.fixture
+def fake_library(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A stand-in library a guard relies on: a class with a method and a function."""
+    module = types.ModuleType("fake_library")
+
+    class Transport:
+        def __init__(self) -> None:
+            self.buffered = b""
+
+        def write(self, data: bytes) -> None:
+            self.buffered += data
+
+    def connect(url: str, timeout: float = 1.0) -> Transport:
+        return Transport()
+
+    module.Transport = Transport  # type: ignore[attr-defined]
+    module.connect = connect  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module
+
+
+def fake_guard(*extra: Any) -> compat.Guard:
+    return compat.Guard(
+        name="fake tuning", fallback="the fake public path", distributions=("pytest",),
+        requires=("fake_library:Transport.write",),
+        assigns=(("fake_library:Transport.__init__", ("buffered",)),),
+        overrides=(("fake_library:Transport.write", "(self, data)"),),
+        calls=(("fake_library:connect", "url, timeout="),),
+        extra=extra)
+
+
+def off_lines(caplog: pytest.LogCaptureFixture, guard: compat.Guard) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if f"turned off {guard.name}:" in r.getMessage()]
+
+
+def test_fake_guard_passes_as_declared(fake_library: types.ModuleType) -> None:
+    assert fake_guard().problems() == []
+
+
+def _sets_nothing(self: Any) -> None:
+    """A constructor that no longer sets what the tuning reads."""
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda lib: delattr(lib.Transport, "write"), "fake_library:Transport.write is gone"),
+    (lambda lib: setattr(lib.Transport, "__init__", _sets_nothing),
+     "fake_library:Transport.__init__: self.buffered is gone"),
+    (lambda lib: setattr(lib.Transport, "write", lambda self, data, flush: None),
+     "fake_library:Transport.write takes (self, data, flush), not (self, data)"),
+    (lambda lib: setattr(lib, "connect", lambda url, deadline=1.0: None),
+     "fake_library:connect(url, deadline) no longer takes (url, timeout=)"),
+], ids=["attribute", "assigned", "override", "call"])
+def test_a_changed_library_turns_the_tuning_off_with_one_line(
+        fake_library: types.ModuleType, caplog: pytest.LogCaptureFixture,
+        change: Any, problem: str) -> None:
+    """A release that removed an attribute or changed a signature: the public path, and
+    one line saying which check failed and what runs instead."""
+    change(fake_library)
+    guard = fake_guard()
+    with caplog.at_level(logging.WARNING, logger="progress.compat"):
+        first, again = compat.check(guard), compat.check(guard)
     assert not first.enabled and again is first
-    assert "Twisted 27.1.0 is outside the tested range >=26.10,<26.11" in first.reason
-    lines = [r.getMessage() for r in caplog.records if "direct socket writes" in r.getMessage()]
-    assert len(lines) == 1 and "Twisted's own TCP transport" in lines[0]
+    assert problem in first.reason
+    [line] = off_lines(caplog, guard)
+    assert "the fake public path" in line and problem in line
 
 
-def test_missing_attribute_turns_the_tuning_off() -> None:
-    guard = compat.Guard(name="probe", fallback="none", distributions=(),
-                         requires=("twisted.internet.tcp:Server.noSuchMethod",),
-                         assigns=(("daphne.server:Server.run", ("noSuchField",)),))
-    assert guard.problems() == ["twisted.internet.tcp:Server.noSuchMethod is gone",
-                                "daphne.server:Server.run: self.noSuchField is gone"]
-    assert not compat.check(guard).enabled
+def test_a_failing_self_test_turns_the_tuning_off(
+        fake_library: types.ModuleType, caplog: pytest.LogCaptureFixture) -> None:
+    def writes_through() -> list[str]:
+        transport = fake_library.connect("x")
+        transport.write(b"frame")
+        return [] if transport.buffered == b"" else ["writes are buffered, not sent"]
+
+    guard = fake_guard(writes_through)
+    with caplog.at_level(logging.WARNING, logger="progress.compat"):
+        assert not compat.enabled(guard)
+    assert "writes are buffered, not sent" in off_lines(caplog, guard)[0]
 
 
-def test_environment_forces_untested(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_forces_the_public_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TASKPULSE_UNTESTED names distributions (or *): their tunings are off whatever
+    is installed."""
     force_untested(monkeypatch, "channels_redis", "Twisted")
-    assert "TASKPULSE_UNTESTED" in (compat.version_problem("channels-redis") or "")
-    assert compat.version_problem("daphne") is None
+    assert "TASKPULSE_UNTESTED names Twisted" in compat.check(web_compat.SEND_BACKLOG).reason
+    assert not compat.enabled(SHARD_HASH)
+    assert compat.enabled(web_compat.DAPHNE_SERVER)
     force_untested(monkeypatch, "*")
-    assert all(compat.version_problem(name) for name in compat.TESTED)
+    assert not any(compat.enabled(guard) for guard in GUARDS.values() if guard.distributions)
+
+
+# -- Self-tests catch what attributes and signatures cannot ---------------------------------
+
+
+def test_frame_self_test_catches_other_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean protocol writes a frame autobahn would not: the lean protocol is off."""
+    from consumers.server import ws_protocol
+
+    monkeypatch.setattr(ws_protocol, "TEXT_FRAME_FIN", 0x01)  # FIN bit lost
+    assert "send_text_now writes a 5-character message unlike autobahn" in (
+        compat.check(web_compat.LEAN_PROTOCOL).reason)
+
+
+def test_backlog_self_test_catches_a_miscount(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Twisted that keeps the bytes it moved into its byte buffer counted in
+    `_tempDataLen` too: the count is off, so is the tuning (the producer API reads the
+    backlog instead)."""
+    from twisted.internet import abstract
+
+    real: Any = abstract.FileDescriptor.doWrite
+
+    def counts_twice(self: Any) -> Any:
+        result = real(self)
+        self._tempDataLen = len(self.dataBuffer) - self.offset
+        return result
+
+    monkeypatch.setattr(abstract.FileDescriptor, "doWrite", counts_twice)
+    assert "unwritten_bytes reads" in compat.check(web_compat.SEND_BACKLOG).reason
+
+
+def test_direct_write_self_test_catches_reordering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A direct write that does not wait behind what Twisted still holds: off."""
+    from twisted.internet import tcp
+
+    from consumers.server.direct_write import DirectWriteServer
+
+    def always_at_once(self: Any, data: bytes) -> None:
+        sent = self.writeSomeData(data)
+        if sent < len(data):
+            tcp.Server.write(self, data[sent:])  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(DirectWriteServer, "write", always_at_once)
+    assert not compat.enabled(web_compat.DIRECT_WRITE)
+
+
+def test_publisher_self_test_catches_an_unread_handshake_reply(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redis-py that leaves a reply of its connection handshake unread (the direct
+    EVALSHA would take it for the answer to its first call): the public client is used."""
+    from redis import connection
+
+    real = connection.AbstractConnection.on_connect_check_health
+
+    def reply_left_unread(self: Any, check_health: bool = True) -> None:
+        real(self, check_health)
+        self.send_command("CLIENT", "NO-EVICT", "on", check_health=False)
+
+    monkeypatch.setattr(connection.AbstractConnection, "on_connect_check_health",
+                        reply_left_unread)
+    assert "read b'+OK\\r\\n+P' off redis-py's socket after PING" in (
+        compat.check(SCRIPT_RUNNER).reason)
+
+
+def test_subscriber_self_test_catches_a_transport_it_cannot_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redis-py whose connected transport no longer delivers to the protocol set on
+    it (here: reading paused): redis-py's PubSub reads the layer's connection."""
+    from redis.asyncio import connection
+
+    real: Any = connection.AbstractConnection.connect
+
+    async def paused(self: Any) -> None:
+        await real(self)
+        self._writer.transport.pause_reading()
+
+    monkeypatch.setattr(connection.AbstractConnection, "connect", paused)
+    assert "nothing came through redis-py's asyncio transport" in (
+        compat.check(web_compat.SUBSCRIBER_SOCKET).reason)
+
+
+def test_a_real_guard_in_a_fresh_process_says_which_check_failed(tmp_path: Path) -> None:
+    """The launcher's start-up on an autobahn whose sendData grew a parameter: the lean
+    protocol is off with one line naming the check; the other tunings stay on."""
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
+        "from autobahn.websocket import protocol\n"
+        "real = protocol.WebSocketProtocol.sendData\n"
+        "def sendData(self, data, sync=False, chopsize=None, flush=True):\n"
+        "    return real(self, data, sync, chopsize)\n"
+        "protocol.WebSocketProtocol.sendData = sendData\n"
+        "from consumers.server import compat\n"
+        "compat.check_all()\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ,
+                                                      "PYTHONPATH": str(processes.ROOT)})
+    assert done.returncode == 0, done.stderr
+    [off] = [line for line in done.stdout.splitlines() if "turned off" in line]
+    assert web_compat.LEAN_PROTOCOL.name in off
+    assert "sendData takes (self, data, sync, chopsize, flush), not " \
+           "(self, data, sync, chopsize)" in off
+    count = len(web_compat.GUARDS)
+    assert f"{count - 1} of {count} tunings on" in done.stdout
 
 
 # -- Each fallback works -----------------------------------------------------------------
@@ -177,6 +368,7 @@ async def test_channel_layer_paths_keep_their_promises(
     Redis confirmed it, and a Redis restart is announced after the re-subscription."""
     if not tuned:
         force_untested(monkeypatch, "redis")
+    install_launcher_tunings(monkeypatch)
     url, server = private_redis
     publisher = redis.Redis.from_url(url)
     layer = ResyncingPubSubChannelLayer(hosts=[url], prefix="tpcompat")
@@ -187,7 +379,7 @@ async def test_channel_layer_paths_keep_their_promises(
             publisher.publish(f"tpcompat__group__g{i}", layer.serialize({"type": "e", "i": i}))
             assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "e", "i": i}
         [shard] = layer._get_layer()._shards
-        assert isinstance(shard._link, _SocketLink if tuned else _PubSubLink)
+        assert isinstance(shard._link, SocketLink if tuned else PubSubLink)
         await asyncio.to_thread(restart_redis, server, 0.5)
         assert await asyncio.wait_for(layer.receive(channel), 30) == {"type": RECONNECTED_TYPE}
         publisher.publish("tpcompat__group__g7", layer.serialize({"type": "after"}))
@@ -202,6 +394,7 @@ async def test_unreachable_redis_fails_group_add(monkeypatch: pytest.MonkeyPatch
                                                  tuned: bool) -> None:
     if not tuned:
         force_untested(monkeypatch, "redis")
+    install_launcher_tunings(monkeypatch)
     layer = ResyncingPubSubChannelLayer(hosts=[f"redis://127.0.0.1:{processes.free_port()}/0"])
     try:
         channel = await layer.new_channel()
@@ -224,6 +417,7 @@ async def test_consumer_loop_paths(monkeypatch: pytest.MonkeyPatch, tuned: bool)
 
     if not tuned:
         force_untested(monkeypatch, "channels")
+    install_launcher_tunings(monkeypatch)
     used: list[bool] = []
     real = channels.consumer.await_many_dispatch
 
@@ -346,10 +540,11 @@ async def test_layer_and_records_pick_the_same_shard(monkeypatch: pytest.MonkeyP
     """TaskPulse's layer subscribes a group where the record script publishes it, with
     channels_redis' hash or (if a release changed it) with TaskPulse's copy."""
     if hash_changed:
-        monkeypatch.setattr(shards, "_consistent_hash", lambda value, n: (len(value) + 1) % n)
+        monkeypatch.setattr(channels_redis_hash, "_consistent_hash",
+                            lambda value, n: (len(value) + 1) % n)
     shards._shard_of.cache_clear()
     with override_settings(TASKPULSE_SHARDS=SHARD_URLS):
-        assert (shards.shard_hash() is shards._tested_hash) is hash_changed
+        assert (shards.shard_hash() is channels_redis_hash.tested_hash) is hash_changed
         shards.check_shard_hash()  # TaskPulse's own layer: never refused
         layer = ResyncingPubSubChannelLayer(hosts=SHARD_URLS, prefix="tp")
         ids = [f"task-{i}" for i in range(200)]
@@ -368,7 +563,8 @@ def test_changed_hash_with_a_channels_redis_layer_is_refused(
 
     with override_settings(TASKPULSE_SHARDS=SHARD_URLS, CHANNEL_LAYERS=stock(SHARD_URLS)):
         shards.check_shard_hash()  # the tested hash: fine
-        monkeypatch.setattr(shards, "_consistent_hash", None)  # a release that removed it
+        # a release that removed it
+        monkeypatch.setattr(channels_redis_hash, "_consistent_hash", None)
         compat.forget()
         with pytest.raises(ImproperlyConfigured, match="cannot shard over 3 Redis servers"):
             shards.check_shard_hash()
@@ -404,11 +600,11 @@ def test_launcher_reads_the_hosts_settings_module(tmp_path: Path) -> None:
 
 # -- Real daphne processes -------------------------------------------------------------------
 
-WEB_GUARDS_OFF = (web_compat.LEAN_PROTOCOL, web_compat.CLOSE_CODES, web_compat.DAPHNE_SERVER,
+WEB_GUARDS_OFF = (web_compat.LEAN_PROTOCOL, web_compat.CLOSE_HANDSHAKE, web_compat.DAPHNE_SERVER,
                   web_compat.DIRECT_WRITE, web_compat.SEND_BACKLOG, web_compat.CONSUMER_LOOP,
                   web_compat.SUBSCRIBER_SOCKET)
-FIREHOSE_ENV = {"PROGRESS_MIN_INTERVAL": "0",
-                "PROGRESS_SLOW_READER_TIMEOUT": str(SLOW_READER_TIMEOUT)}
+FIREHOSE_ENV = {"TASKPULSE_MIN_INTERVAL": "0",
+                "TASKPULSE_SLOW_READER_TIMEOUT": str(SLOW_READER_TIMEOUT)}
 
 
 @pytest.fixture(scope="module")
@@ -574,9 +770,11 @@ async def test_tls_slow_reader_is_bounded(redis_client: redis.Redis, tmp_path: P
     with private_stack(env, webs=0) as stack:
         endpoint = (f"ssl:port={tls_port}:interface=127.0.0.1:privateKey={key}"
                     f":certKey={cert}")
+        # Named endpoints replace the default port: the plain one serves /healthz.
+        plain = f"tcp:port={plain_port}:interface=127.0.0.1"
         web = processes.Proc("daphne-tls", [sys.executable, "-m", "consumers.serve",
-                                            processes.ASGI_APPLICATION, "-e", endpoint],
-                             stack.env).start()
+                                            processes.ASGI_APPLICATION, "-e", endpoint,
+                                            "-e", plain], stack.env).start()
         stack.webs.append(web)
         processes.wait_http_ok(f"http://127.0.0.1:{plain_port}/healthz", proc=web)
         assert len(turned_off(web, web_compat.SEND_BACKLOG)) == (1 if untested else 0)

@@ -1,6 +1,7 @@
-"""consumers/base.py's one-loop consumer, with each kind of channel layer Channels allows:
-TaskPulse's (the consumer reads the layer's inbox), another one (read as Channels
-does), and none."""
+"""consumers/base.py's consumer, on Channels' own loop and on the launcher's one-inbox
+loop (consumers/server/consumer_loop.py), with each kind of channel layer Channels
+allows: TaskPulse's (the launcher's loop reads the layer's inbox), another one (read
+as Channels does), and none."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from django.test import override_settings
 
 from consumers.base import InboxConsumer
+from tests.launcher_tunings import install_launcher_tunings
 
 LAYERS = {
     "taskpulse": {"BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
@@ -29,8 +31,12 @@ class Echo(InboxConsumer):
         await self.send(text_data=message["text"])
 
 
+@pytest.mark.parametrize("loop", ["channels", "launcher"])
 @pytest.mark.parametrize("alias", ["taskpulse", "memory", "absent"])
-async def test_client_and_layer_messages_reach_the_handlers_in_order(alias: str) -> None:
+async def test_client_and_layer_messages_reach_the_handlers_in_order(
+        alias: str, loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if loop == "launcher":
+        assert install_launcher_tunings(monkeypatch).consumer_loop is not None
     from channels.layers import channel_layers
 
     inputs: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

@@ -1,7 +1,7 @@
 """Per-subscription delivery verdicts: forward in order, drop duplicates, resync gaps."""
 
-from consumers.delivery import Subscription, Verdict, judge
 from consumers.limits import RateVerdict, TokenBucket
+from progress.wire.delivery import Subscription, Verdict, judge
 
 
 def test_next_seq_is_forwarded() -> None:

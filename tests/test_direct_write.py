@@ -1,12 +1,13 @@
-"""The direct-write TCP transport (consumers/direct_write.py): order, partial sends, backlog."""
+"""The direct-write TCP transport (consumers/server/direct_write.py): order, partial
+sends, backlog."""
 
 from __future__ import annotations
 
 import errno
 from typing import Any
 
-from consumers.direct_write import DirectWriteServer
-from consumers.send_backlog import unwritten_bytes
+from consumers.server.direct_write import DirectWriteServer
+from consumers.server.send_backlog import unwritten_bytes
 
 
 class FakeSocket:

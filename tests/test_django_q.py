@@ -63,7 +63,7 @@ def test_cancel_queued_and_running(qstack: SystemStack, tmp_path: Path) -> None:
 
 
 def test_cancelled_task_that_ignores_it_is_terminated(qstack: SystemStack) -> None:
-    """A running task that makes no progress call for PROGRESS_CANCEL_GRACE after a
+    """A running task that makes no progress call for TASKPULSE_CANCEL_GRACE after a
     cancel: its cluster worker is ended, the task REVOKED, and a new worker takes over."""
     task_id, token = qstack.start(SYSTEM.work, steps=1, block=60)
     scenarios.wait_states(qstack, task_id, "STARTED")
@@ -187,7 +187,7 @@ def test_error_of_an_unexpected_result() -> None:
 
 
 def test_traceback_only_when_the_setting_allows() -> None:
-    with override_settings(PROGRESS_SEND_TRACEBACK=True):
+    with override_settings(TASKPULSE_SEND_TRACEBACK=True):
         info = error_of(stored(ValueError("boom")))
     assert info["traceback"].startswith("Traceback (most recent call last):\n")
     assert info["traceback"].rstrip().endswith("ValueError: boom")

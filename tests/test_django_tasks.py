@@ -105,7 +105,7 @@ def immediate_queue(redis_client: redis.Redis) -> Iterator[tuple[DjangoTasksQueu
     queue = DjangoTasksQueue()
     # Connected already when this process's settings enable the integration.
     installed = queue.name in {enabled.name for enabled in taskqueue.enabled()}
-    with override_settings(TASKS=backend, PROGRESS_MIN_INTERVAL=0):
+    with override_settings(TASKS=backend, TASKPULSE_MIN_INTERVAL=0):
         job = task_decorator()(takes_context=True)(immediate_job)
         if not installed:
             queue.install()

@@ -11,18 +11,20 @@ import pytest
 import redis
 
 from progress.store import keys
-from progress.store.records import EventDraft, RecordStore, progress_fragment
+from progress.store.records import EventDraft
 from progress.tokens import issue_token
+from progress.wire.event_json import progress_json
 from progress.wire.states import State
 from tests.client import Ws, connect
 from tests.conftest import Stack
+from tests.publishing import PublishingStore
 
 pytestmark = pytest.mark.integration
 
 
 def progress_draft(task_id: str, i: int, known: int | None = None) -> EventDraft:
     return EventDraft(task_id, State.PROGRESS,
-                      progress_fragment=progress_fragment(i, 10, f"step {i}", None, "{}"),
+                      progress=progress_json(i, 10, f"step {i}", None, "{}"),
                       known_seq=known)
 
 
@@ -40,7 +42,7 @@ def fail_over(client: redis.Redis, task_id: str, replica: tuple[bytes, bytes]) -
 
 
 async def test_a_watcher_past_the_lost_writes_gets_a_reset(
-        stack: Stack, store: RecordStore, task_id: str, redis_client: redis.Redis) -> None:
+        stack: Stack, store: PublishingStore, task_id: str, redis_client: redis.Redis) -> None:
     """The watcher saw seq 5; the new master has seq 3; the task's next event (SUCCESS)
     reaches the watcher as a reset snapshot with a new epoch, not as a dropped seq 4."""
     store.publish(EventDraft(task_id, State.STARTED, name="t"))
@@ -64,7 +66,7 @@ async def test_a_watcher_past_the_lost_writes_gets_a_reset(
     assert frame["epoch"] != old.epoch
 
 
-def test_a_writer_that_is_not_behind_keeps_the_epoch(store: RecordStore, task_id: str) -> None:
+def test_a_writer_that_is_not_behind_keeps_the_epoch(store: PublishingStore, task_id: str) -> None:
     """No fail-over: a writer's known seq equals the record's, and nothing resets."""
     first = store.publish(EventDraft(task_id, State.STARTED, name="t"))
     store.publish(progress_draft(task_id, 1, known=first.seq))
@@ -75,7 +77,7 @@ def test_a_writer_that_is_not_behind_keeps_the_epoch(store: RecordStore, task_id
 
 
 def test_the_publisher_remembers_what_it_recorded(
-        store: RecordStore, task_id: str, redis_client: redis.Redis) -> None:
+        store: PublishingStore, task_id: str, redis_client: redis.Redis) -> None:
     """A worker's publisher passes the last seq it recorded for a task it runs, so its
     next event after a lossy fail-over opens a new epoch without the task doing anything."""
     from progress.publisher import forget, publish

@@ -30,7 +30,7 @@ OUTAGE = 5.0  # longer than redis-py's retries (~3 s): the worker outbox must bu
 @pytest.fixture(params=["1", "0"], ids=["asyncresult-mirror", "outbox-only"])
 def redis_and_stack(request: pytest.FixtureRequest,
                     tmp_path: Path) -> Iterator[tuple[processes.Proc, PrivateStack]]:
-    env = {"PROGRESS_ASYNCRESULT": request.param}
+    env = {"TASKPULSE_ASYNCRESULT": request.param}
     with own_redis(str(tmp_path)) as (url, server), private_stack(env, redis_url=url,
                                                                   concurrency=4) as stack:
         yield server, stack

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from progress.tokens import issue_token
+from progress.tokens import WATCH_AND_CANCEL, issue_token
 from tests.client import Ws, connect
 from tests.faultkit import PrivateStack, private_stack, send_task
 
@@ -25,7 +25,7 @@ SETTLE = 8.0  # the sweep interval, process start-up and a loaded CI machine
 @pytest.fixture(scope="module")
 def stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
     """A stack with a short stall timeout and two server processes (two sweepers)."""
-    env = {"PROGRESS_STALL_TIMEOUT": str(STALL), "PROGRESS_CANCEL_GRACE": "1",
+    env = {"TASKPULSE_STALL_TIMEOUT": str(STALL), "TASKPULSE_CANCEL_GRACE": "1",
            "CELERY_WORKER_LOST_WAIT": str(LOST_WAIT)}
     with private_stack(env, webs=2) as running:
         yield running
@@ -87,7 +87,7 @@ async def test_killed_worker_shows_lost_exactly_once(stack: PrivateStack) -> Non
 async def test_cancel_of_a_blocked_task_terminates_it(stack: PrivateStack) -> None:
     """A cancelled task that never reaches a progress call is terminated: REVOKED."""
     task_id = send_task(stack, "tests.blocks", seconds=60)
-    token = issue_token(task_id)
+    token = issue_token(task_id, WATCH_AND_CANCEL)
     async with connect(stack.ws()) as conn:
         ws = Ws(conn)
         await ws.subscribe(task_id, token)

@@ -13,18 +13,19 @@ from django.test import override_settings
 
 from progress.publisher.finals import MAX_KEPT_FINALS, KeptFinals
 from progress.store import keys
-from progress.store.records import EventDraft, PublishOutcome, RecordStore
+from progress.store.records import EventDraft, PublishOutcome
 from progress.tokens import issue_token
 from progress.wire.states import State
 from tests.client import Ws, connect
 from tests.faultkit import PrivateStack, private_stack, send_task
+from tests.publishing import PublishingStore
 from tests.test_failover_rollback import fail_over, lose_writes_after, progress_draft
 
 STALL = 4.0  # heartbeats every second, finals kept for 8 s
 BEATS = 6.0  # four heartbeat intervals and a loaded machine's slack
 
 
-def record_final(store: RecordStore, kept: KeptFinals, task_id: str) -> EventDraft:
+def record_final(store: PublishingStore, kept: KeptFinals, task_id: str) -> EventDraft:
     """Run a task to SUCCESS as a worker would, keeping its final; the final."""
     store.publish(EventDraft(task_id, State.STARTED, name="t"))
     store.publish(progress_draft(task_id, 1))
@@ -35,13 +36,13 @@ def record_final(store: RecordStore, kept: KeptFinals, task_id: str) -> EventDra
     return final
 
 
-def state_and_seq(store: RecordStore, task_id: str) -> tuple[str, int]:
+def state_and_seq(store: PublishingStore, task_id: str) -> tuple[str, int]:
     snap = store.read(task_id).snapshot
     assert snap is not None
     return json.loads(snap.json)["state"], snap.seq
 
 
-def test_a_missing_record_gets_the_final_back(store: RecordStore, task_id: str) -> None:
+def test_a_missing_record_gets_the_final_back(store: PublishingStore, task_id: str) -> None:
     """The record is gone (a replica that never had the task): the final is recorded again."""
     kept = KeptFinals()
     record_final(store, kept, task_id)
@@ -51,7 +52,7 @@ def test_a_missing_record_gets_the_final_back(store: RecordStore, task_id: str) 
 
 
 def test_a_rolled_back_record_gets_the_final_in_a_new_epoch(
-        store: RecordStore, task_id: str, redis_client: redis.Redis) -> None:
+        store: PublishingStore, task_id: str, redis_client: redis.Redis) -> None:
     """The record went back to before the final: the final comes back in a new epoch."""
     kept = KeptFinals()
     store.publish(EventDraft(task_id, State.STARTED, name="t"))
@@ -68,7 +69,7 @@ def test_a_rolled_back_record_gets_the_final_in_a_new_epoch(
 
 
 def test_a_record_that_holds_the_final_is_not_republished(
-        store: RecordStore, task_id: str) -> None:
+        store: PublishingStore, task_id: str) -> None:
     """A record that still has the final gets no new seq; a lost one beside it is repaired."""
     kept = KeptFinals()
     record_final(store, kept, task_id)
@@ -85,7 +86,7 @@ def test_a_record_that_holds_the_final_is_not_republished(
 
 
 def test_a_record_that_moved_past_the_final_is_not_touched(
-        store: RecordStore, task_id: str) -> None:
+        store: PublishingStore, task_id: str) -> None:
     """The task ran again under the same id (a new attempt): the old final is forgotten."""
     kept = KeptFinals()
     record_final(store, kept, task_id)
@@ -99,10 +100,10 @@ def test_a_record_that_moved_past_the_final_is_not_touched(
 
 
 def test_finals_past_their_window_are_forgotten_once_held(
-        store: RecordStore, task_id: str) -> None:
+        store: PublishingStore, task_id: str) -> None:
     """Past two stall timeouts a held final is no longer re-checked."""
     kept = KeptFinals()
-    with override_settings(PROGRESS_STALL_TIMEOUT=0):
+    with override_settings(TASKPULSE_STALL_TIMEOUT=0):
         record_final(store, kept, task_id)
         assert kept.recheck(store.publish) == []
     assert len(kept) == 0
@@ -123,7 +124,7 @@ def test_the_keeper_is_bounded(task_id: str) -> None:
     assert kept.recheck(republish) == republished == ids[5:]
 
 
-def test_the_publisher_keeps_its_finals(store: RecordStore, task_id: str) -> None:
+def test_the_publisher_keeps_its_finals(store: PublishingStore, task_id: str) -> None:
     """A final the publisher records is kept, with its seq, and its heartbeat re-checks it."""
     from progress.publisher import forget, publish
     from progress.publisher.heartbeat import heartbeat
@@ -143,7 +144,7 @@ def test_the_publisher_keeps_its_finals(store: RecordStore, task_id: str) -> Non
 @pytest.fixture(scope="module")
 def short_stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
     """A stack whose workers beat every second (a short stall timeout)."""
-    with private_stack({"PROGRESS_STALL_TIMEOUT": str(STALL)}) as running:
+    with private_stack({"TASKPULSE_STALL_TIMEOUT": str(STALL)}) as running:
         yield running
 
 
@@ -163,7 +164,7 @@ async def test_a_worker_records_its_lost_final_again(
     reset snapshot (new epoch) within a few heartbeats, and the task never ends LOST."""
     task_id = send_task(short_stack, "tests.blocks", seconds=1)
     token = issue_token(task_id)
-    with override_settings(PROGRESS_KEY_PREFIX=short_stack.prefix):
+    with override_settings(TASKPULSE_KEY_PREFIX=short_stack.prefix):
         async with connect(short_stack.ws()) as conn:
             ws = Ws(conn)
             await ws.subscribe(task_id, token)

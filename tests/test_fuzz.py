@@ -14,7 +14,8 @@ import pytest
 import redis
 import websockets
 
-from progress.tokens import Permission, issue_token
+from progress.tokens import WATCH_AND_CANCEL, WATCH_ONLY, issue_token
+from progress.wire import close_codes
 from progress.wire.errors import ErrorCode
 from tests.client import Http, Ws, connect
 from tests.faultkit import PrivateStack, private_stack
@@ -28,13 +29,13 @@ CLIENT_ERRORS = {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_TYPE
                  ErrorCode.BAD_TASK_ID, ErrorCode.FORBIDDEN, ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                  ErrorCode.RATE_LIMITED, ErrorCode.NOT_CANCELLABLE}
 ANSWERS = {"pong", "snapshot", "resumed", "unsubscribed", "cancelling", "event"}
-CLOSE_CODES = {1008, 1009}
+CLOSE_CODES = {close_codes.FLOODING, close_codes.MESSAGE_TOO_BIG}
 
 
 @pytest.fixture(scope="module")
 def stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
-    env = {"PROGRESS_RATE_LIMIT": "400", "PROGRESS_RATE_BURST": "200",
-           "PROGRESS_MAX_FRAME_BYTES": str(MAX_FRAME), "PROGRESS_MAX_SUBSCRIPTIONS": "20"}
+    env = {"TASKPULSE_RATE_LIMIT": "400", "TASKPULSE_RATE_BURST": "200",
+           "TASKPULSE_MAX_FRAME_BYTES": str(MAX_FRAME), "TASKPULSE_MAX_SUBSCRIPTIONS": "20"}
     with private_stack(env) as running:
         yield running
 
@@ -68,8 +69,8 @@ def protocol_like(rng: random.Random) -> dict[str, Any]:
     else:
         frame["task_id"] = task_id
     if kind in ("subscribe", "cancel"):
-        frame["token"] = rng.choice([issue_token(task_id or "x"), "garbage",
-                                     issue_token(task_id or "x", frozenset({Permission.WATCH}))])
+        frame["token"] = rng.choice([issue_token(task_id or "x", WATCH_AND_CANCEL), "garbage",
+                                     issue_token(task_id or "x", WATCH_ONLY)])
     if kind == "subscribe" and rng.random() < 0.3:
         frame.update(since=rng.randrange(5), epoch=rng.choice(["abc", "0123456789ab"]))
     if rng.random() < 0.5:
@@ -171,8 +172,9 @@ async def test_fuzz_never_breaks_the_protocol(stack: PrivateStack) -> None:
         for kind, n in result.items():
             seen[kind] = seen.get(kind, 0) + n
     assert states[-1] == "SUCCESS"
+    too_big = f"close {close_codes.MESSAGE_TOO_BIG}"
     for kind in ("bad_json", "bad_frame", "unknown_type", "bad_task_id", "forbidden", "pong",
-                 "not_cancellable", "snapshot", "unsubscribed", "close 1009"):
+                 "not_cancellable", "snapshot", "unsubscribed", too_big):
         assert seen.get(kind), (kind, seen)
     log = stack.webs[0].output(10_000)
     assert "Traceback" not in log, log[-3000:]

@@ -17,7 +17,7 @@ from progress.control.clients import client_address
 from progress.control.startable import startable
 from progress.store import keys, shards
 from progress.store.connections import sync_client
-from progress.tokens import issue_token
+from progress.tokens import WATCH_AND_CANCEL, issue_token
 from project.demo.tasks import validate_count
 
 
@@ -71,7 +71,7 @@ def test_starts_over_the_rate_get_429_with_retry_after(fresh_limits: None) -> No
     """The third start in a minute from one address (limit 2/m) is a 429 with Retry-After
     and the protocol's JSON error; another address is not affected."""
     body = {"task": "demo.count", "kwargs": {"steps": 1, "delay": 0}}
-    with override_settings(PROGRESS_START_RATE="2/m"):
+    with override_settings(TASKPULSE_START_RATE="2/m"):
         client = browser("198.51.100.7")
         assert start(client, body).status_code == 202
         assert start(client, body).status_code == 202
@@ -83,15 +83,15 @@ def test_starts_over_the_rate_get_429_with_retry_after(fresh_limits: None) -> No
 
 
 def test_cancels_over_the_rate_get_429(fresh_limits: None, store: Any) -> None:
-    """PROGRESS_CANCEL_RATE bounds cancels per address the same way."""
+    """TASKPULSE_CANCEL_RATE bounds cancels per address the same way."""
     from progress.publisher import publish
     from progress.store.records import EventDraft
     from progress.wire.states import State
 
     task_id = f"t-cancel-rate-{uuid.uuid4().hex[:6]}"
     publish(EventDraft(task_id, State.SUCCESS, result_json="1"))
-    url = f"/api/tasks/{task_id}/cancel/?token={issue_token(task_id)}"
-    with override_settings(PROGRESS_CANCEL_RATE="1/h"):
+    url = f"/api/tasks/{task_id}/cancel/?token={issue_token(task_id, WATCH_AND_CANCEL)}"
+    with override_settings(TASKPULSE_CANCEL_RATE="1/h"):
         client = browser("198.51.100.9")
         assert client.post(url).status_code == 409  # counted, though already final
         refused = client.post(url)
@@ -103,7 +103,7 @@ def test_a_bad_rate_setting_says_what_to_write() -> None:
     """A rate that is not N/s, N/m or N/h is refused with the accepted forms."""
     from django.core.exceptions import ImproperlyConfigured
 
-    with override_settings(PROGRESS_START_RATE="ten a minute"), \
+    with override_settings(TASKPULSE_START_RATE="ten a minute"), \
             pytest.raises(ImproperlyConfigured, match="N/s, N/m or N/h"):
         ratelimit.rate_of(ratelimit.Action.START)
 
@@ -111,7 +111,7 @@ def test_a_bad_rate_setting_says_what_to_write() -> None:
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
     """X-Forwarded-For names the client only when the peer is a configured proxy."""
     assert client_address("203.0.113.5", "10.9.9.9") == "203.0.113.5"
-    with override_settings(PROGRESS_TRUSTED_PROXIES=["127.0.0.1"]):
+    with override_settings(TASKPULSE_TRUSTED_PROXIES=["127.0.0.1"]):
         assert client_address("127.0.0.1", "203.0.113.5, 127.0.0.1") == "203.0.113.5"
         assert client_address("203.0.113.6", "10.9.9.9") == "203.0.113.6"
 
@@ -135,7 +135,7 @@ def test_redis_outage_is_a_json_503() -> None:
     task_id = "t-outage"
     with override_settings(TASKPULSE_SHARDS=down, CHANNEL_LAYERS={}):
         answer = browser().get(f"/api/tasks/{task_id}/?token={issue_token(task_id)}")
-    shards.servers.cache_clear()
+    shards.forget_servers()
     sync_client()  # reconnect to the real server for later tests
     assert answer.status_code == 503
     assert answer["Content-Type"] == "application/json"

@@ -22,9 +22,9 @@ HOST_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     for name in servers.NAMES:
         monkeypatch.delenv(name, raising=False)
-    shards.servers.cache_clear()
+    shards.forget_servers()
     yield monkeypatch
-    shards.servers.cache_clear()
+    shards.forget_servers()
 
 
 def test_redis_defaults_to_one_local_server(no_redis_env: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,8 @@ import pytest
 import websockets
 
 from progress import conf
-from progress.tokens import Permission, issue_token
+from progress.tokens import WATCH_AND_CANCEL, Permission, issue_token
+from progress.wire import close_codes
 from tests.client import Http, Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack
 
@@ -187,7 +188,7 @@ async def test_cancel_running_task(stack: Stack) -> None:
 
     task_id = str(uuid.uuid4())
     slow_steps.apply_async(kwargs={"steps": 100, "delay": 0.05}, task_id=task_id)
-    token = issue_token(task_id)
+    token = issue_token(task_id, WATCH_AND_CANCEL)
     async with connect(stack.ws) as conn:
         frames = await Ws(conn).cancel_when_running(task_id, token)
     assert {"type": "cancelling", "task_id": task_id} in frames
@@ -224,13 +225,13 @@ async def test_bad_input_gets_error_frames(stack: Stack) -> None:
         assert await ws.recv() == {"type": "pong", "id": 9}
 
 
-async def test_oversized_frame_closes_1009(stack: Stack) -> None:
-    """A frame over the size limit closes the connection with 1009."""
+async def test_oversized_frame_closes_4009(stack: Stack) -> None:
+    """A frame over the size limit closes the connection with 4009 (PROTOCOL.md §4)."""
     async with connect(stack.ws) as conn:
         await conn.send("x" * (64 * 1024 + 1))
         with pytest.raises(websockets.ConnectionClosed) as caught:
             await Ws(conn).recv()
-    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == close_codes.MESSAGE_TOO_BIG
 
 
 async def test_a_client_busy_when_closed_still_reads_the_close_code(stack: Stack) -> None:
@@ -244,7 +245,7 @@ async def test_a_client_busy_when_closed_still_reads_the_close_code(stack: Stack
         with pytest.raises(websockets.ConnectionClosed) as caught:
             await conn.send(json.dumps({"type": "ping", "id": 1}))
             await Ws(conn).recv()
-    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == close_codes.MESSAGE_TOO_BIG
 
 
 def test_http_status_endpoint(stack: Stack) -> None:
@@ -282,8 +283,8 @@ def test_healthz(stack: Stack) -> None:
     assert Http(stack.http).request("GET", "/healthz") == (200, {"status": "ok", "redis": "ok"})
 
 
-async def test_flood_is_rate_limited_then_closed_1008(stack: Stack) -> None:
-    """A flooding client is closed with 1008 (after `rate_limited`, or at once when its
+async def test_flood_is_rate_limited_then_closed_4008(stack: Stack) -> None:
+    """A flooding client is closed with 4008 (after `rate_limited`, or at once when its
     unhandled frames pass the bound); others are served."""
     async with connect(stack.ws) as flooder, connect(stack.ws) as bystander:
         for i in range(400):
@@ -292,7 +293,7 @@ async def test_flood_is_rate_limited_then_closed_1008(stack: Stack) -> None:
         with pytest.raises(websockets.ConnectionClosed) as caught:
             while True:
                 replies.append(await Ws(flooder).recv())
-        assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+        assert caught.value.rcvd is not None and caught.value.rcvd.code == close_codes.FLOODING
         codes = {r.get("code") for r in replies if r["type"] == "error"}
         # Rate-limited and then closed, or closed at once when the frames arrived
         # faster than the consumer handled them (the client backlog bound).

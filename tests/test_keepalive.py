@@ -22,8 +22,8 @@ OPCODE_PING = 0x9
 
 @pytest.fixture(scope="module")
 def stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
-    env = {"PROGRESS_PING_INTERVAL": str(PING_INTERVAL),
-           "PROGRESS_PING_TIMEOUT": str(PING_TIMEOUT)}
+    env = {"TASKPULSE_PING_INTERVAL": str(PING_INTERVAL),
+           "TASKPULSE_PING_TIMEOUT": str(PING_TIMEOUT)}
     with private_stack(env, worker=False) as running:
         yield running
 

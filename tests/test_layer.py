@@ -11,11 +11,20 @@ import pytest
 import redis
 
 from consumers.layer import RECONNECTED_TYPE, ResyncingPubSubChannelLayer
+from consumers.server.socket_link import SocketLink
 from consumers.subscriber import KEEPALIVE_IDLE
 from tests import processes
 from tests.faultkit import own_redis, restart_redis
+from tests.launcher_tunings import install_launcher_tunings
 
 PREFIX = "tplayer"
+
+
+@pytest.fixture(autouse=True)
+def as_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layer as the launcher runs it (hiredis on the pub/sub socket); the public
+    path (redis-py's PubSub) keeps the same promises: tests/test_compat.py."""
+    install_launcher_tunings(monkeypatch)
 
 
 @pytest.fixture
@@ -112,7 +121,9 @@ async def test_the_pub_sub_connection_probes_a_silent_peer(
         channel = await layer.new_channel()
         await layer.group_add("g", channel)
         [shard] = layer._get_layer()._shards
-        transport = shard._transport()
+        link = shard._live_link()
+        assert isinstance(link, SocketLink)
+        transport = link.transport
         assert transport is not None
         sock = transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1

@@ -86,7 +86,7 @@ from django.conf import settings
 settings.configure(
     SECRET_KEY="k" * 50, ALLOWED_HOSTS=["localhost"], ROOT_URLCONF="progress.urls",
     INSTALLED_APPS=["django.contrib.staticfiles", "channels", "progress"],
-    STATIC_URL="/static/", PROGRESS_KEY_PREFIX=sys.argv[1])
+    STATIC_URL="/static/", TASKPULSE_KEY_PREFIX=sys.argv[1])
 django.setup()
 
 from consumers.routing import websocket_application

@@ -110,10 +110,10 @@ def test_with_progress_hides_the_keyword_from_callers() -> None:
 def test_script_runner_recovers(redis_client: Any, hiredis: bool,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The publisher's own connection loads its script on NOSCRIPT and survives a dropped socket."""
-    from progress.store import script_runner
     from progress.store.script_runner import ScriptRunner
+    from progress.store.tuned import script_socket
 
-    monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
+    monkeypatch.setattr(script_socket, "HAVE_HIREDIS", hiredis and script_socket.HAVE_HIREDIS)
 
     name = f"tp-test-{uuid.uuid4().hex[:8]}"  # a script no server has seen, a unique client
     runner = ScriptRunner(REDIS_URL, f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}",
@@ -145,10 +145,10 @@ def test_script_runner_many_pipelines_calls_in_order(hiredis: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Several calls in one round trip: every reply, in call order, also on a
     connection whose server has not seen the script yet."""
-    from progress.store import script_runner
     from progress.store.script_runner import ScriptRunner
+    from progress.store.tuned import script_socket
 
-    monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
+    monkeypatch.setattr(script_socket, "HAVE_HIREDIS", hiredis and script_socket.HAVE_HIREDIS)
     name = f"tp-test-{uuid.uuid4().hex[:8]}"
     runner = ScriptRunner(REDIS_URL, f"-- {name}\nreturn {{KEYS[1], ARGV[1]}}")
     try:
@@ -163,12 +163,13 @@ def test_publish_many_records_each_event_in_order(store: Any, task_id: str) -> N
     """One pipelined round trip records the events of several tasks as separate
     publish() calls would: per task in order, numbered from 1."""
     from progress.publisher import publish_many
-    from progress.store.records import EventDraft, progress_fragment
+    from progress.store.records import EventDraft
+    from progress.wire.event_json import progress_json
     from progress.wire.states import State
 
     def step(task: str, current: int) -> EventDraft:
-        fragment = progress_fragment(current, 3, None, None, "{}")
-        return EventDraft(task, State.PROGRESS, progress_fragment=fragment)
+        return EventDraft(task, State.PROGRESS,
+                          progress=progress_json(current, 3, None, None, "{}"))
 
     other = f"{task_id}-b"
     drafts = [EventDraft(task_id, State.PENDING), EventDraft(other, State.PENDING)]
@@ -225,13 +226,13 @@ def test_a_replica_refusing_writes_buffers_events_until_it_is_master(
 
 
 def test_a_runaway_message_is_capped(store: Any, task_id: str) -> None:
-    """A progress message longer than PROGRESS_MESSAGE_MAX_CHARS is cut (it is kept in
+    """A progress message longer than TASKPULSE_MESSAGE_MAX_CHARS is cut (it is kept in
     every history entry), and lone surrogates in it are made safe, not fatal."""
     from django.test import override_settings
 
     from progress.publisher import track
 
-    with override_settings(PROGRESS_MESSAGE_MAX_CHARS=50, PROGRESS_MIN_INTERVAL=0):
+    with override_settings(TASKPULSE_MESSAGE_MAX_CHARS=50, TASKPULSE_MIN_INTERVAL=0):
         track(task_id).update(1, total=2, message="x" * 10_000 + "\ud800")
         track(task_id).update(2, total=2, message="bad \ud800 text")
     found = store.read(task_id, 0)
@@ -246,10 +247,10 @@ def test_an_error_inside_a_pipeline_leaves_no_stale_reply(
         hiredis: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A call that fails in the middle of many(): the error is raised after every reply
     was read, so the next call gets its own answer, not a stale one."""
-    from progress.store import script_runner
     from progress.store.script_runner import ScriptRunner
+    from progress.store.tuned import script_socket
 
-    monkeypatch.setattr(script_runner, "HAVE_HIREDIS", hiredis and script_runner.HAVE_HIREDIS)
+    monkeypatch.setattr(script_socket, "HAVE_HIREDIS", hiredis and script_socket.HAVE_HIREDIS)
     runner = ScriptRunner(REDIS_URL, "if ARGV[1] == 'bad' then error('refused') end "
                                      "return ARGV[1]")
     try:

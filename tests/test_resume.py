@@ -9,14 +9,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
 import redis
 
-from progress.publisher import store
+from progress.publisher import publish, store
 from progress.store import keys, lua
 from progress.store.connections import sync_client
-from progress.store.records import EventDraft, progress_fragment, publish_args
+from progress.store.records import EventDraft, event_args
 from progress.tokens import issue_token
+from progress.wire.event_json import progress_json
 from progress.wire.states import State
 from tests.client import Http, Ws, connect
 from tests.conftest import Stack
@@ -44,15 +46,15 @@ def task_id(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def progress(task_id: str, current: int) -> EventDraft:
     return EventDraft(task_id, State.PROGRESS, name="t",
-                      progress_fragment=progress_fragment(current, 10, None, None, "{}"))
+                      progress=progress_json(current, 10, None, None, "{}"))
 
 
 def publish_unheard(draft: EventDraft) -> None:
     """Record an event whose live message is lost (as in a channel-layer drop)."""
-    args = publish_args(draft)
-    task_id, _channel, *leading = args.leading
-    unheard = args._replace(leading=(task_id, "nobody-listens-here", *leading))
-    sync_client().register_script(lua.PUBLISH)(keys=unheard.keys, args=unheard.flat())
+    args = event_args(draft)
+    event = msgpack.unpackb(args.argument)
+    event["channel"] = "nobody-listens-here"
+    sync_client().register_script(lua.PUBLISH)(keys=args.keys, args=[msgpack.packb(event)])
 
 
 async def next_for(ws: Ws, task_id: str) -> dict[str, Any]:
@@ -63,15 +65,15 @@ async def next_for(ws: Ws, task_id: str) -> dict[str, Any]:
 
 async def test_missed_live_event_is_backfilled(stack: Stack, task_id: str) -> None:
     """A live event that skips ahead makes the server fill the gap from history, in order."""
-    store().publish(EventDraft(task_id, State.STARTED, name="t"))
+    publish(EventDraft(task_id, State.STARTED, name="t"))
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
         await ws.subscribe(task_id, issue_token(task_id))
         assert (await next_for(ws, task_id))["seq"] == 1
         publish_unheard(progress(task_id, 1))
         publish_unheard(progress(task_id, 2))
-        store().publish(progress(task_id, 3))
-        store().publish(EventDraft(task_id, State.SUCCESS))
+        publish(progress(task_id, 3))
+        publish(EventDraft(task_id, State.SUCCESS))
         frames = await ws.frames_until_final(task_id)
     assert [(f["type"], f["seq"]) for f in frames] == [("event", s) for s in (2, 3, 4, 5)]
     assert [f["progress"]["current"] for f in frames[:3]] == [1, 2, 3]
@@ -79,23 +81,23 @@ async def test_missed_live_event_is_backfilled(stack: Stack, task_id: str) -> No
 
 async def test_gap_beyond_history_sends_reset_snapshot(stack: Stack, task_id: str) -> None:
     """When history no longer covers a gap, the server sends a reset snapshot instead."""
-    store().publish(EventDraft(task_id, State.STARTED, name="t"))
+    publish(EventDraft(task_id, State.STARTED, name="t"))
     async with connect(stack.ws) as conn:
         ws = Ws(conn)
         await ws.subscribe(task_id, issue_token(task_id))
         await next_for(ws, task_id)
         publish_unheard(progress(task_id, 1))
         sync_client().delete(keys.history_key(task_id))
-        store().publish(progress(task_id, 2))
+        publish(progress(task_id, 2))
         frame = await next_for(ws, task_id)
     assert frame["type"] == "snapshot" and frame["reset"] is True and frame["seq"] == 3
 
 
 async def test_resume_replays_missed_events(stack: Stack, task_id: str) -> None:
     """subscribe with since/epoch answers `resumed` at `since`, then exactly the missed events."""
-    first = store().publish(EventDraft(task_id, State.STARTED, name="t"))
+    first = publish(EventDraft(task_id, State.STARTED, name="t"))
     for i in range(1, 4):
-        store().publish(progress(task_id, i))
+        publish(progress(task_id, i))
     snap = store().read(task_id).snapshot
     assert snap is not None and first.seq == 1
     async with connect(stack.ws) as conn:
@@ -110,8 +112,8 @@ async def test_resume_replays_missed_events(stack: Stack, task_id: str) -> None:
 async def test_resume_at_the_final_event_ends_the_subscription(stack: Stack,
                                                               task_id: str) -> None:
     """A client resuming at the final seq gets `resumed` and nothing more."""
-    store().publish(EventDraft(task_id, State.STARTED, name="t"))
-    store().publish(EventDraft(task_id, State.SUCCESS))
+    publish(EventDraft(task_id, State.STARTED, name="t"))
+    publish(EventDraft(task_id, State.SUCCESS))
     snap = store().read(task_id).snapshot
     assert snap is not None
     async with connect(stack.ws) as conn:
@@ -125,8 +127,8 @@ async def test_resume_at_the_final_event_ends_the_subscription(stack: Stack,
 @pytest.mark.parametrize("why", ["other-epoch", "history-gone", "record-gone"])
 async def test_resume_that_cannot_be_served_resets(stack: Stack, task_id: str, why: str) -> None:
     """A resume with another epoch, or past the history, or of a lost record, gets a reset."""
-    store().publish(EventDraft(task_id, State.STARTED, name="t"))
-    store().publish(progress(task_id, 1))
+    publish(EventDraft(task_id, State.STARTED, name="t"))
+    publish(progress(task_id, 1))
     snap = store().read(task_id).snapshot
     assert snap is not None
     epoch = "someotherepoch" if why == "other-epoch" else snap.epoch

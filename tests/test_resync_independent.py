@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from consumers import progress as consumer_module
-from consumers.delivery import Subscription
 from consumers.progress import ProgressConsumer
 from progress.publisher import publish
-from progress.store.records import EventDraft, RecordStore
+from progress.store.records import EventDraft
+from progress.wire.delivery import Subscription
+from progress.wire.event_json import progress_json
 from progress.wire.states import State
+from tests.publishing import PublishingStore
 
 
 class Collected:
@@ -42,14 +44,14 @@ class FailingFor:
 
 
 @pytest.fixture
-def two_tasks(store: RecordStore) -> Any:
+def two_tasks(store: PublishingStore) -> Any:
     ids = ("t-resync-broken", "t-resync-fine")
     for task_id in ids:
         store.delete(task_id)
         publish(EventDraft(task_id, State.STARTED, name="demo"))
         for i in (1, 2):
             publish(EventDraft(task_id, State.PROGRESS,
-                               progress_fragment=f'"progress":{{"current":{i}}}'))
+                               progress=progress_json(i, None, None, None, "{}")))
     yield ids
     for task_id in ids:
         store.delete(task_id)

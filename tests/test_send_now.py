@@ -1,4 +1,4 @@
-"""The protocol's one-call text frame (consumers/ws_protocol.py send_text_now): the bytes it
+"""The protocol's one-call text frame (consumers/server/ws_protocol.py send_text_now): the bytes it
 writes are the frame a WebSocket client parses, at every length encoding; and it
 declines whenever autobahn's full path must run."""
 
@@ -10,7 +10,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from consumers.ws_protocol import TaskPulseWebSocketProtocol
+from consumers.server.ws_protocol import TaskPulseWebSocketProtocol
 
 
 class Transport:

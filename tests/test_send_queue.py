@@ -20,7 +20,8 @@ class FakeTransport:
 
 
 def make(t: FakeTransport, max_frames: int = 100, max_wait: float = 60.0) -> SendQueue:
-    return SendQueue(t.send, t.pending, t.overflow, max_frames, max_wait)
+    return SendQueue(t.send, t.pending, t.overflow, max_frames, max_wait,
+                     max_bytes=2**30, process_max_bytes=2**40)
 
 
 async def test_sends_straight_while_the_client_keeps_up() -> None:

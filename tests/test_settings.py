@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from consumers.origin import origin_allowed
 from tests.processes import ROOT
@@ -50,10 +51,10 @@ def test_production_refuses_the_development_key() -> None:
 
 
 def test_tracebacks_to_browsers_are_refused_in_production() -> None:
-    """PROGRESS_SEND_TRACEBACK=1 is a start-up error outside development mode."""
-    done = import_settings(DJANGO_SECRET_KEY=STRONG_KEY, PROGRESS_SEND_TRACEBACK="1")
-    assert done.returncode != 0 and "PROGRESS_SEND_TRACEBACK" in done.stderr
-    assert import_settings(DJANGO_DEBUG="1", PROGRESS_SEND_TRACEBACK="1").returncode == 0
+    """TASKPULSE_SEND_TRACEBACK=1 is a start-up error outside development mode."""
+    done = import_settings(DJANGO_SECRET_KEY=STRONG_KEY, TASKPULSE_SEND_TRACEBACK="1")
+    assert done.returncode != 0 and "TASKPULSE_SEND_TRACEBACK" in done.stderr
+    assert import_settings(DJANGO_DEBUG="1", TASKPULSE_SEND_TRACEBACK="1").returncode == 0
 
 
 def test_production_refuses_wildcard_hosts() -> None:
@@ -69,6 +70,47 @@ def test_production_with_secure_settings_starts() -> None:
                            DJANGO_ALLOWED_HOSTS="progress.example.com")
     assert done.returncode == 0, done.stderr
     assert "False" in done.stdout and "progress.example.com" in done.stdout
+
+
+def manage_check(**env: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py check` in production mode with a strong SECRET_KEY, plus `env`."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DJANGO_", "TASKPULSE_TOKEN_KEY"))}
+    clean.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=STRONG_KEY,
+                 DJANGO_ALLOWED_HOSTS="progress.example.com")
+    clean.update(env)
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("key", ["a", "k" * 31])
+def test_production_refuses_a_weak_token_key(key: str) -> None:
+    """With DEBUG off, a TASKPULSE_TOKEN_KEY shorter than SECRET_KEY's minimum is a
+    start-up error saying how to make one."""
+    done = manage_check(TASKPULSE_TOKEN_KEY=key)
+    assert done.returncode != 0
+    assert "TASKPULSE_TOKEN_KEY must be a random value of at least 32" in done.stderr
+    assert "secrets.token_urlsafe" in done.stderr
+
+
+def test_a_strong_token_key_or_development_mode_starts() -> None:
+    """A 32-character token key passes `check` in production; any key in development."""
+    done = manage_check(TASKPULSE_TOKEN_KEY="k" * 32)
+    assert done.returncode == 0, done.stderr
+    assert "no issues" in done.stdout
+    assert manage_check(DJANGO_DEBUG="1", TASKPULSE_TOKEN_KEY="a").returncode == 0
+
+
+def test_a_weak_fallback_token_key_is_refused() -> None:
+    """An old key kept for rotation verifies tokens too: a weak one is refused as well."""
+    from django.test import override_settings
+
+    from progress.key_strength import check_token_keys
+
+    weak = override_settings(DEBUG=False, TASKPULSE_TOKEN_KEY="k" * 50,
+                             TASKPULSE_TOKEN_KEY_FALLBACKS=["k" * 50, "old"])
+    with weak, pytest.raises(ImproperlyConfigured, match=r"TASKPULSE_TOKEN_KEY_FALLBACKS\[1\]"):
+        check_token_keys()
 
 
 def test_bad_boolean_is_a_clear_error() -> None:

@@ -33,7 +33,7 @@ from tests.test_scaleout import watch_while_starting
 pytestmark = pytest.mark.integration
 
 STEPS = 4
-STALL = 3.0  # the stack's PROGRESS_STALL_TIMEOUT: sweeps every 0.5 s
+STALL = 3.0  # the stack's TASKPULSE_STALL_TIMEOUT: sweeps every 0.5 s
 WAIT = 30.0
 
 
@@ -57,7 +57,7 @@ class Sharded:
         layer = {"BACKEND": "consumers.layer.ResyncingPubSubChannelLayer",
                  "CONFIG": {"hosts": self.urls, "prefix": self.prefix}}
         with override_settings(TASKPULSE_SHARDS=self.urls, CHANNEL_LAYERS={"taskpulse": layer},
-                               PROGRESS_KEY_PREFIX=self.prefix):
+                               TASKPULSE_KEY_PREFIX=self.prefix):
             yield
 
     def shard_of(self, task_id: str) -> int:
@@ -96,7 +96,7 @@ def sharded(tmp_path_factory: pytest.TempPathFactory,
         urls = [f"redis://127.0.0.1:{port}/0" for port in redis_ports]
         started = time.monotonic()
         env = processes.stack_env(prefix, prefix, {
-            "REDIS_SHARD_URLS": ",".join(urls), "PROGRESS_STALL_TIMEOUT": str(STALL),
+            "REDIS_SHARD_URLS": ",".join(urls), "TASKPULSE_STALL_TIMEOUT": str(STALL),
             "CELERY_BROKER_URL": REDIS_URL, "CELERY_RESULT_BACKEND": urls[0]})
         env.pop("REDIS_URL", None)  # REDIS_SHARD_URLS replaces it
         ports = [processes.free_port(), processes.free_port()]
@@ -199,9 +199,9 @@ async def test_sweeper_marks_a_dead_task_on_the_second_shard_lost(sharded: Shard
     # The sweeper leaves a Redis younger than a stall timeout alone (it may have lost beats).
     await asyncio.sleep(max(0.0, sharded.started + STALL + 0.5 - time.monotonic()))
     with sharded.as_settings():
-        from progress.publisher import store
+        from progress.publisher import publish
 
-        store().publish(EventDraft(task_id, State.STARTED, name="dead", stall_timeout=0.5))
+        publish(EventDraft(task_id, State.STARTED, name="dead", stall_timeout=0.5))
     async with connect(sharded.ws(0)) as conn:
         ws = Ws(conn)
         await ws.subscribe(task_id, issue_token(task_id))

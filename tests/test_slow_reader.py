@@ -24,10 +24,10 @@ STOPPED_TIMEOUT = 3.0
 
 @pytest.fixture(scope="module")
 def stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
-    env = {"PROGRESS_MIN_INTERVAL": "0",  # every progress call is an event: a firehose
-           "PROGRESS_SLOW_READER_TIMEOUT": str(STOPPED_TIMEOUT),
+    env = {"TASKPULSE_MIN_INTERVAL": "0",  # every progress call is an event: a firehose
+           "TASKPULSE_SLOW_READER_TIMEOUT": str(STOPPED_TIMEOUT),
            # the padded messages are the firehose's weight: not cut to the default cap
-           "PROGRESS_MESSAGE_MAX_CHARS": str(PAD + 100)}
+           "TASKPULSE_MESSAGE_MAX_CHARS": str(PAD + 100)}
     with private_stack(env) as running:
         yield running
 

@@ -1,10 +1,10 @@
 """TaskPulse on stock servers: `daphne project.asgi:application` and `uvicorn
 project.asgi:application`, none of consumers/serve.py (docs/GUARANTEES.md, "Stock
 daphne and uvicorn"). Real processes on free ports, against a private Celery worker
-(PROGRESS_MIN_INTERVAL=0, so a task can outrun a reader) on its own prefix and queue.
+(TASKPULSE_MIN_INTERVAL=0, so a task can outrun a reader) on its own prefix and queue.
 
 What holds there is checked as on the tuned launcher; what differs is checked to
-differ exactly as documented (close codes, the slow-reader bound)."""
+differ exactly as documented (the slow-reader bound on stock daphne)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import pytest
 import redis
 import websockets
 
-from progress.tokens import issue_token
+from progress.tokens import WATCH_AND_CANCEL, issue_token
+from progress.wire import close_codes
 from tests import processes
 from tests.client import Http, Ws, connect
 from tests.faultkit import PrivateStack, private_stack, resume_to_final, rss_kib, send_task
@@ -28,7 +29,7 @@ from tests.test_compat import stopped_blocking_reader
 pytestmark = pytest.mark.integration
 
 SLOW_READER_TIMEOUT = 3.0
-# ~24 MB of progress frames (messages are cut at PROGRESS_MESSAGE_MAX_CHARS, 1000), far
+# ~24 MB of progress frames (messages are cut at TASKPULSE_MESSAGE_MAX_CHARS, 1000), far
 # more than any socket buffer holds
 STEPS, PAD = 20_000, 1000
 RSS_GROWTH_LIMIT_KIB = 16 * 1024
@@ -47,10 +48,6 @@ def uvicorn(env: dict[str, str], port: int) -> processes.Proc:
 
 
 SERVERS = {"daphne": stock_daphne, "uvicorn": uvicorn}
-# What a stock server sends when TaskPulse closes a connection with 1008 or 1009:
-# autobahn lets an application send only 1000 and 3000-4999, so under stock daphne
-# the consumer closes with 1000 instead (consumers/base.py); uvicorn sends them.
-CLOSE_CODE = {"daphne": {1008: 1000, 1009: 1000}, "uvicorn": {1008: 1008, 1009: 1009}}
 
 
 @dataclass
@@ -72,8 +69,8 @@ class Served:
 @pytest.fixture(scope="module")
 def worker_stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
     """A Celery worker (and no tuned daphne) on a private prefix and queue."""
-    env = {"PROGRESS_MIN_INTERVAL": "0", "DJANGO_DEBUG": "1",
-           "PROGRESS_SLOW_READER_TIMEOUT": str(SLOW_READER_TIMEOUT)}
+    env = {"TASKPULSE_MIN_INTERVAL": "0", "DJANGO_DEBUG": "1",
+           "TASKPULSE_SLOW_READER_TIMEOUT": str(SLOW_READER_TIMEOUT)}
     with private_stack(env, webs=0) as running:
         yield running
 
@@ -128,7 +125,7 @@ async def test_late_subscriber_gets_final_snapshot(served: Served) -> None:
 async def test_cancel_running_task(served: Served) -> None:
     """cancel answers `cancelling`, then REVOKED arrives."""
     task_id = send_task(served.stack, "tests.slow_steps", steps=100, delay=0.05)
-    token = issue_token(task_id)
+    token = issue_token(task_id, WATCH_AND_CANCEL)
     async with connect(served.ws) as conn:
         frames = await Ws(conn).cancel_when_running(task_id, token)
     assert {"type": "cancelling", "task_id": task_id} in frames
@@ -136,7 +133,7 @@ async def test_cancel_running_task(served: Served) -> None:
 
 
 async def test_flood_close_code(served: Served) -> None:
-    """A flooding client is closed: 1008 on uvicorn, 1000 on stock daphne."""
+    """A flooding client is closed with 4008 on both servers (PROTOCOL.md §4 revision 2)."""
     async with connect(served.ws) as flooder:
         for i in range(400):
             await flooder.send(json.dumps({"type": "ping", "id": i}))
@@ -145,21 +142,21 @@ async def test_flood_close_code(served: Served) -> None:
             while True:
                 replies.append(await Ws(flooder).recv())
     assert caught.value.rcvd is not None
-    assert caught.value.rcvd.code == CLOSE_CODE[served.kind][1008]
+    assert caught.value.rcvd.code == close_codes.FLOODING
     # Rate-limited first, or closed at once when the frames arrive faster than the
     # consumer handles them (the client backlog bound, consumers/base.py).
     assert {r.get("code") for r in replies if r["type"] == "error"} <= {"rate_limited"}
 
 
 async def test_oversized_frame_close_code(served: Served) -> None:
-    """A frame over PROGRESS_MAX_FRAME_BYTES closes the connection: 1009 on uvicorn,
-    1000 on stock daphne (both servers read the frame whole first)."""
+    """A frame over TASKPULSE_MAX_FRAME_BYTES closes the connection with 4009 on both
+    servers (both read the frame whole first)."""
     async with connect(served.ws) as conn:
         await conn.send("x" * (64 * 1024 + 1))
         with pytest.raises(websockets.ConnectionClosed) as caught:
             await Ws(conn).recv()
     assert caught.value.rcvd is not None
-    assert caught.value.rcvd.code == CLOSE_CODE[served.kind][1009]
+    assert caught.value.rcvd.code == close_codes.MESSAGE_TOO_BIG
 
 
 async def test_stopped_reader(served: Served) -> None:

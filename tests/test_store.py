@@ -12,18 +12,20 @@ from django.test import override_settings
 
 from progress.store import keys
 from progress.store.connections import sync_client
-from progress.store.records import CancelRequest, EventDraft, RecordStore, progress_fragment
+from progress.store.records import CancelRequest, EventDraft, RecordStore
 from progress.wire.encoding import dumps
+from progress.wire.event_json import progress_json
 from progress.wire.states import State
 from tests.conftest import REDIS_URL
+from tests.publishing import PublishingStore
 
 
 def progress_draft(task_id: str, current: int) -> EventDraft:
     return EventDraft(task_id, State.PROGRESS,
-                      progress_fragment=progress_fragment(current, 100, None, None, "{}"))
+                      progress=progress_json(current, 100, None, None, "{}"))
 
 
-def test_first_event_is_seq_1_with_epoch(store: RecordStore, task_id: str) -> None:
+def test_first_event_is_seq_1_with_epoch(store: PublishingStore, task_id: str) -> None:
     """A new record starts at seq 1 with an epoch."""
     outcome = store.publish(EventDraft(task_id, State.PENDING, name="demo.count"))
     snap = store.read(task_id).snapshot
@@ -34,7 +36,7 @@ def test_first_event_is_seq_1_with_epoch(store: RecordStore, task_id: str) -> No
     assert obj["updated_at"].endswith("Z")
 
 
-def test_seq_contiguous_under_concurrent_writers(store: RecordStore, task_id: str) -> None:
+def test_seq_contiguous_under_concurrent_writers(store: PublishingStore, task_id: str) -> None:
     """Eight threads with their own connections publishing at once never skip or repeat a seq."""
     writers, per_writer = 8, 150
     pubsub = sync_client().pubsub()  # type: ignore[no-untyped-call]
@@ -44,7 +46,7 @@ def test_seq_contiguous_under_concurrent_writers(store: RecordStore, task_id: st
     lock = threading.Lock()
 
     def write() -> None:
-        own = RecordStore(redis.Redis.from_url(REDIS_URL))
+        own = PublishingStore(redis.Redis.from_url(REDIS_URL))
         for i in range(per_writer):
             outcome = own.publish(progress_draft(task_id, i))
             with lock:
@@ -67,9 +69,9 @@ def test_seq_contiguous_under_concurrent_writers(store: RecordStore, task_id: st
     assert published_seqs == list(range(1, writers * per_writer + 1))
 
 
-def test_history_is_capped_and_replays(store: RecordStore, task_id: str) -> None:
+def test_history_is_capped_and_replays(store: PublishingStore, task_id: str) -> None:
     """History keeps the last N events; a gap it covers replays, a longer one cannot."""
-    with override_settings(PROGRESS_HISTORY_LENGTH=5):
+    with override_settings(TASKPULSE_HISTORY_LENGTH=5):
         for i in range(12):
             store.publish(progress_draft(task_id, i))
     assert sync_client().llen(keys.history_key(task_id)) == 5
@@ -80,7 +82,7 @@ def test_history_is_capped_and_replays(store: RecordStore, task_id: str) -> None
     assert store.read(task_id, since=12).missed == []
 
 
-def test_new_epoch_when_record_is_recreated(store: RecordStore, task_id: str) -> None:
+def test_new_epoch_when_record_is_recreated(store: PublishingStore, task_id: str) -> None:
     """A lost record comes back with a new epoch and seq 1."""
     store.publish(progress_draft(task_id, 1))
     store.publish(progress_draft(task_id, 2))
@@ -92,9 +94,9 @@ def test_new_epoch_when_record_is_recreated(store: RecordStore, task_id: str) ->
     assert second.seq == 1 and second.epoch != first.epoch
 
 
-def test_final_record_expires(store: RecordStore, task_id: str) -> None:
-    """A record expires PROGRESS_FINAL_TTL after its final state; a running one is kept."""
-    with override_settings(PROGRESS_FINAL_TTL=1):
+def test_final_record_expires(store: PublishingStore, task_id: str) -> None:
+    """A record expires TASKPULSE_FINAL_TTL after its final state; a running one is kept."""
+    with override_settings(TASKPULSE_FINAL_TTL=1):
         store.publish(progress_draft(task_id, 1))
         assert sync_client().ttl(keys.record_key(task_id)) > 60
         store.publish(EventDraft(task_id, State.SUCCESS, result_json="1"))
@@ -104,7 +106,7 @@ def test_final_record_expires(store: RecordStore, task_id: str) -> None:
     assert not sync_client().exists(keys.history_key(task_id))
 
 
-def test_final_record_refuses_later_events(store: RecordStore, task_id: str) -> None:
+def test_final_record_refuses_later_events(store: PublishingStore, task_id: str) -> None:
     """After SUCCESS, a late progress event is refused and nothing is published."""
     store.publish(EventDraft(task_id, State.SUCCESS, result_json='{"ok":true}'))
     late = store.publish(progress_draft(task_id, 5))
@@ -113,21 +115,21 @@ def test_final_record_refuses_later_events(store: RecordStore, task_id: str) -> 
     assert snap is not None and snap.seq == 1
 
 
-def test_lost_accepts_a_new_attempt(store: RecordStore, task_id: str) -> None:
+def test_lost_accepts_a_new_attempt(store: PublishingStore, task_id: str) -> None:
     """LOST is final for that attempt: a redelivered task's STARTED is accepted."""
     store.publish(EventDraft(task_id, State.LOST))
     again = store.publish(EventDraft(task_id, State.STARTED))
     assert again.accepted and again.seq == 2
 
 
-def test_pending_only_creates(store: RecordStore, task_id: str) -> None:
+def test_pending_only_creates(store: PublishingStore, task_id: str) -> None:
     """A re-published task (a retry) does not go back to PENDING."""
     store.publish(EventDraft(task_id, State.PENDING, name="x"))
     store.publish(EventDraft(task_id, State.RETRY))
     assert not store.publish(EventDraft(task_id, State.PENDING, name="x")).accepted
 
 
-def test_lifecycle_event_keeps_progress(store: RecordStore, task_id: str) -> None:
+def test_lifecycle_event_keeps_progress(store: PublishingStore, task_id: str) -> None:
     """SUCCESS published without progress keeps the last reported progress."""
     store.publish(progress_draft(task_id, 40))
     store.publish(EventDraft(task_id, State.SUCCESS, result_json="null"))
@@ -136,12 +138,13 @@ def test_lifecycle_event_keeps_progress(store: RecordStore, task_id: str) -> Non
     assert json.loads(snap.json)["progress"]["current"] == 40
 
 
-def test_lifecycle_event_keeps_progress_verbatim(store: RecordStore, task_id: str) -> None:
+def test_lifecycle_event_keeps_progress_verbatim(store: PublishingStore, task_id: str) -> None:
     """A state change keeps the last progress byte for byte, whatever its message and meta hold."""
     meta = {"list": [], "nested": {"s": '}]{[",\\', "task_id": task_id, "result": [1]}}
-    fragment = progress_fragment(3, 7, 'step ,"meta":{"x', 1.5, dumps(meta))
+    progress = progress_json(3, 7, 'step ,"meta":{"x', 1.5, dumps(meta))
+    fragment = f'"progress":{progress.progress},"eta":{progress.eta},"meta":{progress.meta}'
     store.publish(EventDraft(task_id, State.STARTED, name='odd ,"progress":{ name'))
-    store.publish(EventDraft(task_id, State.PROGRESS, progress_fragment=fragment))
+    store.publish(EventDraft(task_id, State.PROGRESS, progress=progress))
     store.publish(EventDraft(task_id, State.SUCCESS, result_json='{"progress":[],"meta":{}}'))
     snap = store.read(task_id).snapshot
     assert snap is not None and f",{fragment}," in snap.json
@@ -149,7 +152,7 @@ def test_lifecycle_event_keeps_progress_verbatim(store: RecordStore, task_id: st
     assert obj["meta"] == meta and obj["state"] == "SUCCESS" and obj["seq"] == 3
 
 
-def test_cancel_request_is_seen_by_next_publish(store: RecordStore, task_id: str) -> None:
+def test_cancel_request_is_seen_by_next_publish(store: PublishingStore, task_id: str) -> None:
     """A cancel flag set on a running task is returned to its next progress call."""
     store.publish(EventDraft(task_id, State.STARTED))
     assert store.request_cancel(task_id) == CancelRequest("STARTED", first=True)
@@ -158,7 +161,7 @@ def test_cancel_request_is_seen_by_next_publish(store: RecordStore, task_id: str
     assert store.request_cancel("no-such-task-xyz") == CancelRequest(None, first=False)
 
 
-def test_cancel_of_a_queued_task_is_decided_in_the_script(store: RecordStore,
+def test_cancel_of_a_queued_task_is_decided_in_the_script(store: PublishingStore,
                                                           task_id: str) -> None:
     """A PENDING task is REVOKED by the cancel itself, so a STARTED that comes a moment
     later is refused: watchers never see REVOKED and then the task running."""

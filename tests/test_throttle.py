@@ -32,10 +32,9 @@ class Sink:
         return PublishOutcome(len(self.drafts), self.cancel, draft.state.value)
 
     def progress(self, index: int = -1) -> dict[str, object]:
-        fragment = self.drafts[index].progress_fragment
-        assert fragment is not None
-        obj: dict[str, object] = json.loads("{" + fragment + "}")
-        return obj
+        progress = self.drafts[index].progress
+        assert progress is not None
+        return {name: json.loads(value) for name, value in progress._asdict().items()}
 
     def wait_for(self, count: int) -> None:
         deadline = time.monotonic() + WAIT
@@ -51,7 +50,7 @@ def sink() -> Sink:
 
 @pytest.fixture
 def reporter(sink: Sink) -> Iterator[TaskProgress]:
-    with override_settings(PROGRESS_MIN_INTERVAL=INTERVAL, PROGRESS_ASYNCRESULT=False):
+    with override_settings(TASKPULSE_MIN_INTERVAL=INTERVAL, TASKPULSE_ASYNCRESULT=False):
         progress = TaskProgress("unit-throttle", sink, "tests.unit")
     yield progress
     progress.close(flush=False)

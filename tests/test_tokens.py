@@ -3,13 +3,15 @@
 import pytest
 from django.test import override_settings
 
-from progress.tokens import Permission, TokenError, issue_token, verify_token
+from progress.tokens import WATCH_AND_CANCEL, Permission, TokenError, issue_token, verify_token
 
 
 def test_valid_token_grants_its_task() -> None:
-    """A token issued for a task opens that task."""
+    """A token issued for a task opens that task, to watch only unless asked for more."""
     grant = verify_token(issue_token("task-1"), "task-1")
-    assert grant.task_id == "task-1" and Permission.CANCEL in grant.permissions
+    assert grant.task_id == "task-1" and grant.permissions == {Permission.WATCH}
+    grant = verify_token(issue_token("task-1", WATCH_AND_CANCEL), "task-1", Permission.CANCEL)
+    assert grant.permissions == {Permission.WATCH, Permission.CANCEL}
 
 
 def test_token_for_another_task_is_refused() -> None:
@@ -27,9 +29,9 @@ def test_tampered_token_is_refused() -> None:
 
 
 def test_expired_token_is_refused() -> None:
-    """A token older than PROGRESS_TOKEN_MAX_AGE is refused."""
+    """A token older than TASKPULSE_TOKEN_MAX_AGE is refused."""
     token = issue_token("task-1")
-    with override_settings(PROGRESS_TOKEN_MAX_AGE=-1), pytest.raises(TokenError, match="expired"):
+    with override_settings(TASKPULSE_TOKEN_MAX_AGE=-1), pytest.raises(TokenError, match="expired"):
         verify_token(token, "task-1")
 
 

@@ -27,7 +27,7 @@ from progress.publisher import (
     running_task,
     track,
 )
-from progress.store.records import RecordStore
+from tests.publishing import PublishingStore
 
 
 @pytest.fixture
@@ -196,11 +196,11 @@ def test_celery_task_of_this_thread_is_found_without_announcing() -> None:
 
 
 def test_a_running_task_of_another_system_is_not_mirrored_to_celery(
-        running: str, redis_client: redis.Redis, store: RecordStore) -> None:
+        running: str, redis_client: redis.Redis, store: PublishingStore) -> None:
     """The AsyncResult mirror writes Celery's result key for Celery tasks only: the
     reporter of an announced task carries the running task, which Celery's mirror
     does not take for one of its own."""
-    with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=True):
+    with override_settings(TASKPULSE_MIN_INTERVAL=0, TASKPULSE_ASYNCRESULT=True):
         publisher.forget(running)
         track().update(1, total=2)
     snapshot = store.read(running).snapshot

@@ -25,12 +25,12 @@ from kombu import Queue
 
 from progress.integrations.celery import interop
 from progress.publisher import KEEP, forget, track
-from progress.store.records import RecordStore
 from progress.tokens import issue_token
 from tests import processes
 from tests.client import Ws, connect
 from tests.conftest import SESSION_PREFIX, Stack
 from tests.processes import AMQP_URL, amqp_reachable
+from tests.publishing import PublishingStore
 
 POLL_TIMEOUT = 20.0
 
@@ -108,14 +108,14 @@ def probe_task(backend: Any, name: str = "tests.unit.probe") -> Any:
     return probe_class()
 
 
-def test_update_state_writes_the_backend_once(store: RecordStore, task_id: str) -> None:
+def test_update_state_writes_the_backend_once(store: PublishingStore, task_id: str) -> None:
     """Celery's own write stores the tutorial's meta; the reporter's mirror does not
     write it a second time, while a track() call after it still mirrors."""
     backend = WriteCountingBackend()
     task = probe_task(backend)
     task.push_request(id=task_id)
     try:
-        with override_settings(PROGRESS_MIN_INTERVAL=0):
+        with override_settings(TASKPULSE_MIN_INTERVAL=0):
             for i in (1, 2, 3):
                 task.update_state(state="PROGRESS", meta={"current": i, "total": 3})
             assert backend.stored == [(task_id, {"current": i, "total": 3}, "PROGRESS")
@@ -135,14 +135,14 @@ def test_update_state_writes_the_backend_once(store: RecordStore, task_id: str) 
 
 
 def test_update_state_without_result_backend_streams_and_never_raises(
-        store: RecordStore, task_id: str, caplog: pytest.LogCaptureFixture) -> None:
+        store: PublishingStore, task_id: str, caplog: pytest.LogCaptureFixture) -> None:
     """A DisabledBackend drops Celery's write (as Celery does); the event still goes out."""
     from celery.backends.base import DisabledBackend
 
     task = probe_task(DisabledBackend(app=current_app))
     task.push_request(id=task_id)
     try:
-        with override_settings(PROGRESS_MIN_INTERVAL=0):
+        with override_settings(TASKPULSE_MIN_INTERVAL=0):
             task.update_state(state="PROGRESS", meta={"current": 1, "total": 2})
             task.update_state(state="SPOOLING", meta={"current": 2, "total": 2})
     finally:
@@ -155,7 +155,7 @@ def test_update_state_without_result_backend_streams_and_never_raises(
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
 
 
-def test_api_doc_example(store: RecordStore) -> None:
+def test_api_doc_example(store: PublishingStore) -> None:
     """docs/API.md's update_state task, run as Celery runs it: streamed to the end."""
     import re
     import types
@@ -214,7 +214,7 @@ class Monitor:
         return [c for c in self.commands if text in c["command"]]
 
 
-def test_published_call_mirrors_in_the_same_round_trip(store: RecordStore,
+def test_published_call_mirrors_in_the_same_round_trip(store: PublishingStore,
                                                        task_id: str) -> None:
     """One published progress call = one EVALSHA, which SETs and PUBLISHes Celery's result
     key from inside the script: no GET/SET of the result key from the worker."""
@@ -227,7 +227,7 @@ def test_published_call_mirrors_in_the_same_round_trip(store: RecordStore,
     task.push_request(id=task_id)
     calls = 5
     try:
-        with override_settings(PROGRESS_MIN_INTERVAL=0, PROGRESS_ASYNCRESULT=True):
+        with override_settings(TASKPULSE_MIN_INTERVAL=0, TASKPULSE_ASYNCRESULT=True):
             progress = track(task)
             progress.update(0, total=calls)  # loads the script if this server lacks it
             with Monitor(REDIS_URL) as seen:
@@ -252,7 +252,7 @@ def test_published_call_mirrors_in_the_same_round_trip(store: RecordStore,
     backend.forget(task_id)
 
 
-def test_in_script_mirror_reads_back_exactly(redis_client: Any, store: RecordStore,
+def test_in_script_mirror_reads_back_exactly(redis_client: Any, store: PublishingStore,
                                              task_id: str) -> None:
     """The record script cuts the mirrored object out of the event's progress fragment:
     strings and meta that look like the fragment's own punctuation survive intact."""
@@ -262,7 +262,7 @@ def test_in_script_mirror_reads_back_exactly(redis_client: Any, store: RecordSto
     message = 'tricky },"eta": \\" {"progress":{ \u00e9'
     meta = {"a": [1, {"b": '},"eta":null,"meta":{}'}], "c": None, "d": 2.5}
     try:
-        with override_settings(PROGRESS_MIN_INTERVAL=0):
+        with override_settings(TASKPULSE_MIN_INTERVAL=0):
             track(task).update(7, total=None, message=message, meta=meta)
     finally:
         task.pop_request()
@@ -284,7 +284,7 @@ FINAL_VALUES = [
 
 @pytest.mark.parametrize("stored", FINAL_VALUES, ids=["compact", "kombu", "reordered", "failure"])
 @pytest.mark.parametrize("path", ["in the record script", "on its own"])
-def test_mirror_never_overwrites_a_final_state(redis_client: Any, store: RecordStore,
+def test_mirror_never_overwrites_a_final_state(redis_client: Any, store: PublishingStore,
                                                task_id: str, stored: str, path: str) -> None:
     """Whatever the JSON spacing or key order, a stored SUCCESS (or FAILURE) stays."""
     backend: Any = current_app.backend
@@ -300,7 +300,7 @@ def test_mirror_never_overwrites_a_final_state(redis_client: Any, store: RecordS
             task = probe_task(backend)
             task.push_request(id=task_id)
             try:
-                with override_settings(PROGRESS_MIN_INTERVAL=0):
+                with override_settings(TASKPULSE_MIN_INTERVAL=0):
                     track(task).update(1, total=2)
             finally:
                 task.pop_request()
@@ -393,8 +393,39 @@ async def test_declared_failure_then_ignore_ends_failure(stack: Stack) -> None:
     assert AsyncResult(started.id).state == "FAILURE"
 
 
+def test_every_recorded_error_message_is_capped(store: PublishingStore, task_id: str) -> None:
+    """An exception's message (the signal hooks' path) is cut like a progress message,
+    in the one place every event of a worker goes through."""
+    from progress.publisher import publish
+    from progress.store.records import EventDraft
+    from progress.wire.encoding import error_info
+    from progress.wire.states import State
+
+    with override_settings(TASKPULSE_MESSAGE_MAX_CHARS=50):
+        publish(EventDraft(task_id, State.STARTED, name="t"))
+        publish(EventDraft(task_id, State.FAILURE, error=error_info(ValueError("y" * 5000))))
+    forget(task_id)
+    snap = store.read(task_id).snapshot
+    assert snap is not None
+    assert json.loads(snap.json)["error"] == {"type": "ValueError", "message": "y" * 49 + "\u2026"}
+
+
 @pytest.mark.integration
-async def test_cancel_stops_a_tutorial_task(stack: Stack, store: RecordStore) -> None:
+async def test_a_declared_failure_message_is_capped(stack: Stack) -> None:
+    """A FAILURE declared through update_state with a runaway message reaches the watcher
+    cut to TASKPULSE_MESSAGE_MAX_CHARS, like a progress message."""
+    from progress import conf
+    from tests.tasks import declares_failure
+
+    started = declares_failure.apply_async(kwargs={"exc_message": "x" * 100_000})
+    error = (await watch(stack, started.id))[-1]["error"]
+    limit = conf.message_max_chars()
+    assert error["type"] == "ValueError"
+    assert error["message"] == "x" * (limit - 1) + "\u2026"
+
+
+@pytest.mark.integration
+async def test_cancel_stops_a_tutorial_task(stack: Stack, store: PublishingStore) -> None:
     """A cancelled tutorial task stops at its next published update_state and ends REVOKED."""
     from tests.tasks import tutorial
 

@@ -1,5 +1,5 @@
-"""Per-client rate limits on starting and cancelling tasks (PROGRESS_START_RATE,
-PROGRESS_CANCEL_RATE), shared by every web process through Redis.
+"""Per-client rate limits on starting and cancelling tasks (TASKPULSE_START_RATE,
+TASKPULSE_CANCEL_RATE), shared by every web process through Redis.
 
 A rate is "N/s", "N/m" or "N/h" ("0" = unlimited). Each client address gets a
 fixed window of that length; one INCR+EXPIRE round trip per call decides.
@@ -55,8 +55,8 @@ class Rate:
 
 def rate_of(action: Action) -> Rate | None:
     if action is Action.START:
-        return Rate.parse("PROGRESS_START_RATE", conf.start_rate())
-    return Rate.parse("PROGRESS_CANCEL_RATE", conf.cancel_rate())
+        return Rate.parse("TASKPULSE_START_RATE", conf.start_rate())
+    return Rate.parse("TASKPULSE_CANCEL_RATE", conf.cancel_rate())
 
 
 def hit(action: Action, client: str) -> int | None:

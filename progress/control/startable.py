@@ -12,12 +12,19 @@ any enabled task system can be registered (progress/taskqueue/).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from progress import taskqueue
+from progress import publisher, taskqueue
+from progress.store.records import EventDraft
 from progress.taskqueue.base import TaskQueue
+from progress.taskqueue.unavailable import QueueUnavailable
+from progress.wire.states import State
+from progress.wire.types import ErrorInfo
+
+logger = logging.getLogger(__name__)
 
 
 class BadArguments(ValueError):
@@ -50,7 +57,32 @@ class Startable:
     allow: Allow
 
     def start(self, args: list[Any], kwargs: dict[str, Any], task_id: str) -> None:
-        self.queue.start(self.task, args, kwargs, task_id)
+        """Enqueue the task under `task_id`. When that raises (QueueUnavailable: its
+        broker is down), the record the enqueue may have left PENDING ends FAILURE."""
+        try:
+            self.queue.start(self.task, args, kwargs, task_id)
+        except Exception as exc:
+            _never_started(task_id, self.name, exc)
+            raise
+
+
+def _never_started(task_id: str, name: str, exc: Exception) -> None:
+    """End the record of a task whose enqueue raised, so no watcher waits on a task
+    that never runs. The error says what happened without the broker's address (the
+    log has the details)."""
+    logger.error("TaskPulse could not start %s (%s): %s", name, task_id, exc)
+    error: ErrorInfo
+    if isinstance(exc, QueueUnavailable):
+        error = {"type": type(exc).__name__,
+                 "message": f"never sent: {exc.system} could not reach its broker; "
+                            "start the task again later"}
+    else:
+        error = {"type": type(exc).__name__, "message": f"{name} could not be started"}
+    try:
+        # name=None keeps the name the system recorded with PENDING.
+        publisher.publish(EventDraft(task_id, State.FAILURE, error=error))
+    except Exception:
+        logger.exception("TaskPulse could not record that task %s never started", task_id)
 
 
 _registry: dict[str, Startable] = {}

@@ -1,6 +1,6 @@
 """Rate and ETA of a task, estimated from its recent progress.
 
-Fed at published calls only (at most every PROGRESS_MIN_INTERVAL), so it costs
+Fed at published calls only (at most every TASKPULSE_MIN_INTERVAL), so it costs
 nothing on the throttled fast path. The rate is measured over a sliding window
 rather than since the start, so a task that speeds up or stalls is estimated
 from what it does now.

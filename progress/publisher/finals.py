@@ -3,13 +3,15 @@
 A final event a Redis master acknowledged but never replicated is gone after a
 fail-over with nothing after it to reveal the loss (docs/GUARANTEES.md rule 13).
 The process that recorded it keeps it; its heartbeat (heartbeat.py) re-checks the
-record at every beat and records the final again where the record lost it.
+record at every beat and records the final again where the record lost it, and
+counts it again in the member's group (progress/store/groups.py) where the group lost it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from progress import conf
-from progress.store import keys, shards
+from progress.process_state import ProcessSlot
+from progress.store import groups, keys, shards
 from progress.store.connections import sync_client
 from progress.store.outbox import Publish
 from progress.store.records import EventDraft
@@ -33,6 +36,8 @@ MAX_KEPT_FINALS = 1000
 # cover both; checking longer would find nothing left to repair.
 KEEP_STALL_TIMEOUTS = 2
 RECORD_FIELDS = ("seq", "final", "eid")
+
+logger = logging.getLogger(__name__)
 
 
 class Finding(enum.Enum):
@@ -108,38 +113,67 @@ class KeptFinals:
 
     def recheck(self, republish: Publish) -> list[str]:
         """Read every kept final's record (one pipelined round trip per shard) and
-        `republish` those the record lost; the task ids republished.
+        `republish` those the record lost; the task ids republished. A member's final
+        its group lost (the group's members hash has the member not final) is counted
+        in the group again, once: a group ignores anything after a member's final.
 
         A final is forgotten once a record moved on past it, or once a check past
-        its window finds it held; a Redis error is raised with every final still kept.
+        its window finds it held (and counted); a Redis error is raised with every
+        final still kept.
         """
         by_shard: dict[int, list[KeptFinal]] = {}
         for kept in self.kept():
             by_shard.setdefault(shards.shard_of(kept.draft.task_id), []).append(kept)
-        republished: list[str] = []
+        found: list[tuple[KeptFinal, Finding]] = []
         for shard, finals in by_shard.items():
-            republished += self._recheck_on(shard, finals, republish)
+            found += zip(finals, self._findings_on(shard, finals), strict=True)
+        # A final whose record moved on is not ours to count either.
+        uncounted = {draft.task_id for draft in groups.uncounted(
+            kept.draft for kept, seen in found if seen is not Finding.MOVED_ON)}
+        now = time.monotonic()
+        window = conf.stall_timeout() * KEEP_STALL_TIMEOUTS
+        republished: list[str] = []
+        for kept, seen in found:
+            if seen is Finding.LOST:
+                republish(kept.draft)
+                republished.append(kept.draft.task_id)
+            if kept.draft.task_id in uncounted:
+                # After the member's own final, as when it was first recorded.
+                groups.count_again(kept.draft)
+                logger.warning("TaskPulse: group %s lost the final state of its member %s "
+                               "(a fail-over?); counted it again",
+                               kept.draft.group_id, kept.draft.task_id)
+            elif seen is Finding.MOVED_ON or (
+                    seen is Finding.HOLDS and now - kept.kept_at >= window):
+                self._forget(kept)
         return republished
 
-    def _recheck_on(self, shard: int, finals: list[KeptFinal], republish: Publish) -> list[str]:
+    def _findings_on(self, shard: int, finals: list[KeptFinal]) -> list[Finding]:
         pipe = sync_client(shard).pipeline(transaction=False)
         for kept in finals:
             pipe.hmget(keys.record_key(kept.draft.task_id), *RECORD_FIELDS)
         replies = pipe.execute()
-        now = time.monotonic()
-        window, ttl = conf.stall_timeout() * KEEP_STALL_TIMEOUTS, conf.final_ttl()
-        republished: list[str] = []
-        for kept, (seq, final, eid) in zip(finals, replies, strict=True):
-            age = now - kept.kept_at
-            found = finding(kept, seq, final, eid, expired=age >= ttl)
-            if found is Finding.LOST:
-                republish(kept.draft)
-                republished.append(kept.draft.task_id)
-            elif found is Finding.MOVED_ON or age >= window:
-                self._forget(kept)
-        return republished
+        now, ttl = time.monotonic(), conf.final_ttl()
+        return [finding(kept, seq, final, eid, expired=now - kept.kept_at >= ttl)
+                for kept, (seq, final, eid) in zip(finals, replies, strict=True)]
 
     def _forget(self, kept: KeptFinal) -> None:
         with self._lock:
             if self._kept.get(kept.draft.task_id) is kept:  # not replaced meanwhile
                 del self._kept[kept.draft.task_id]
+
+
+def _forget_kept(kept: KeptFinals) -> None:
+    kept.clear()
+
+
+# This process's kept finals (recording.py keeps, the heartbeat re-checks). They are
+# re-checked under the current key names: under others (a test's settings) their
+# records would look gone and be written there, so a change of those forgets them.
+_kept_finals: ProcessSlot[KeptFinals] = ProcessSlot(
+    KeptFinals, settings={"TASKPULSE_KEY_PREFIX", *shards.SETTINGS}, on_forget=_forget_kept)
+
+
+def kept_finals() -> KeptFinals:
+    """The finals this process recorded, kept for the heartbeat's re-checks."""
+    return _kept_finals.get()

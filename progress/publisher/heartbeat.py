@@ -13,20 +13,17 @@ lost; the thread runs while any are kept, even with no task running.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 import redis
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from progress import conf, taskqueue
-from progress.publisher.finals import KeptFinals
+from progress.process_state import ProcessSlot
+from progress.publisher.finals import KeptFinals, kept_finals
+from progress.publisher.recording import deliver
 from progress.store import keys, lua, shards
 from progress.store.connections import sync_client
-from progress.store.outbox import Publish
-from progress.store.records import EventDraft
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +38,21 @@ class Heartbeat:
         self._terminated: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # The finals this process recorded, and how to record one again (the
-        # publisher's publish; None: it recorded none, nothing to re-check).
-        self.finals = KeptFinals()
-        self._republish: Publish | None = None
+
+    @property
+    def finals(self) -> KeptFinals:
+        """The finals this process recorded (recording.py), re-checked at every beat."""
+        return kept_finals()
 
     def begin(self, task_id: str) -> None:
         with self._lock:
             self._running[task_id] = None
             self._ensure_thread()
 
-    def keep_final(self, draft: EventDraft, seq: int, republish: Publish) -> None:
-        """This process recorded the final `draft` as `seq`: re-check it at every beat
-        (finals.py), with a thread beating even after the process's last task ended."""
-        self.finals.keep(draft, seq)
+    def watch_finals(self) -> None:
+        """This process published a final: beat, re-checking the finals it recorded
+        (finals.py), even after the process's last task ended."""
         with self._lock:
-            self._republish = republish
             self._ensure_thread()
 
     def _ensure_thread(self) -> None:
@@ -101,9 +97,9 @@ class Heartbeat:
             by_shard.setdefault(shards.shard_of(task_id), []).append(task_id)
         for shard, task_ids in by_shard.items():
             self._beat_on(shard, task_ids)
-        republish = self._republish
-        if republish is not None:
-            for task_id in self.finals.recheck(republish):
+        finals = self.finals
+        if len(finals):
+            for task_id in finals.recheck(deliver):
                 logger.warning("TaskPulse: the record of task %s lost its final state "
                                "(a fail-over?); recorded it again", task_id)
 
@@ -141,23 +137,9 @@ class Heartbeat:
         taskqueue.revoke(task_id, terminate=True)
 
 
-_heartbeats: dict[int, Heartbeat] = {}
+_heartbeat: ProcessSlot[Heartbeat] = ProcessSlot(Heartbeat)
 
 
 def heartbeat() -> Heartbeat:
     """This process's heartbeat (a forked pool child gets its own thread)."""
-    pid = os.getpid()
-    found = _heartbeats.get(pid)
-    if found is None:
-        _heartbeats.clear()
-        found = _heartbeats[pid] = Heartbeat()
-    return found
-
-
-@receiver(setting_changed)
-def _forget_finals_on_other_keys(setting: str = "", **_: object) -> None:
-    # Kept finals are re-checked under the current key names: under others (a
-    # test's settings) their records would look gone and be written there.
-    if setting == "PROGRESS_KEY_PREFIX" or setting in shards.SETTINGS:
-        for found in _heartbeats.values():
-            found.finals.clear()
+    return _heartbeat.get()

@@ -1,7 +1,7 @@
 """One task's progress reporter: the throttle, the ETA and the cancel check.
 
 A progress call stores the new values and, at most every
-PROGRESS_MIN_INTERVAL seconds, publishes them (one Redis round trip). Calls in
+TASKPULSE_MIN_INTERVAL seconds, publishes them (one Redis round trip). Calls in
 between only store: the newest values go out at the next due call, on the
 trailing flush (progress/publisher/throttle.py), or before the task's next state change.
 """
@@ -17,23 +17,20 @@ from typing import Any
 
 from progress import conf, taskqueue
 from progress.publisher import throttle
+from progress.publisher.capping import capped
 from progress.publisher.eta import RateEstimator
 from progress.store.records import (
     EventDraft,
     PublishOutcome,
     ResultWrite,
     ResultWriteOffer,
-    percent_of,
-    progress_fragment,
 )
 from progress.wire.encoding import encode_json_value
+from progress.wire.event_json import percent_of, progress_json
 from progress.wire.states import State
 
 # (draft, fraction of the work done or None when unknown) -> outcome
 Sink = Callable[[EventDraft, "float | None"], PublishOutcome]
-
-
-ELLIPSIS = "\u2026"
 
 
 class TaskCancelled(Exception):
@@ -186,11 +183,11 @@ class TaskProgress:
         self._dirty = False
         current, total, message = self.current, self.total, self.message
         if message is not None:
-            message = _capped(message if isinstance(message, str) else str(message))
+            message = capped(message if isinstance(message, str) else str(message))
         self._rate.observe(now, current)
         eta = self._rate.eta(current, total)
         meta_json = self._meta_json()
-        fragment = progress_fragment(current, total, message, eta, meta_json)
+        progress = progress_json(current, total, message, eta, meta_json)
         fraction = None if not total else max(0.0, min(1.0, current / total))
         # The name is sent once: the record keeps it, and encoding it per event is waste.
         name, self._name_sent = (None if self._name_sent else self.name), True
@@ -199,7 +196,7 @@ class TaskProgress:
             self._backend_behind = False
             write = self._mirror(current, total, message, eta)
         outcome = self._sink(EventDraft(self.task_id, State.PROGRESS, name,
-                                        progress_fragment=fragment, result_write=write), fraction)
+                                        progress=progress, result_write=write), fraction)
         if outcome.cancel_requested:
             self._cancelled = True
 
@@ -223,13 +220,6 @@ class TaskProgress:
     def _raise_if_cancelled(self) -> None:
         if self._cancelled:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
-
-
-def _capped(message: str) -> str:
-    # A message is kept in every history entry (PROGRESS_HISTORY_LENGTH of them)
-    # and sent to every watcher: a runaway one must not cost that many times over.
-    limit = conf.message_max_chars()
-    return message if len(message) <= limit else message[:limit - 1] + ELLIPSIS
 
 
 def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from typing import Protocol
+
+from progress.process_state import ProcessSlot
 
 logger = logging.getLogger(__name__)
 
@@ -66,24 +67,11 @@ class TrailingFlusher:
                 logger.exception("TaskPulse could not publish held-back progress")
 
 
-_flusher: TrailingFlusher | None = None
-_flusher_lock = threading.Lock()
+# This process's flusher, started on first use: a forked pool child inherits the
+# object but not the thread (nor a sane lock state), so it starts its own.
+_flusher: ProcessSlot[TrailingFlusher] = ProcessSlot(TrailingFlusher)
 
 
 def flusher() -> TrailingFlusher:
     """This process's flusher, started on first use."""
-    global _flusher
-    if _flusher is None:
-        with _flusher_lock:
-            if _flusher is None:
-                _flusher = TrailingFlusher()
-    return _flusher
-
-
-def _forget_after_fork() -> None:
-    # A forked pool child inherits the object but not the thread (nor a sane lock state).
-    global _flusher, _flusher_lock
-    _flusher, _flusher_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
+    return _flusher.get()

@@ -2,36 +2,41 @@
 process for sync code, one per event loop for async, and the worker's
 publisher's own script connection.
 
-A shard is a redis:// URL or a Sentinel master; a Sentinel client asks the
-sentinels for the master on every new connection, so it follows a fail-over.
+A shard is a redis:// URL or a Sentinel master; a Sentinel client asks every
+sentinel for the master (progress/store/sentinel.py) on every new connection
+and at most every SENTINEL_CHECK_INTERVAL when a connection is taken, and
+drops its connections to a replaced master, so it follows a fail-over.
 The worker's publisher keeps its connection open across calls: opening one
 per call is what makes the usual `async_to_sync(group_send)` cost ~3 ms.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import redis
 import redis.asyncio as aioredis
-from django.core.signals import setting_changed
-from django.dispatch import receiver
-from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import SentinelConnectionPool
 
+from progress.process_state import LoopSlot, ProcessSlot
 from progress.store import shards
 from progress.store.script_runner import SOCKET_TIMEOUT, Arg, Call, ScriptRunner
+from progress.store.sentinel import (
+    SENTINEL_CHECK_INTERVAL,
+    AsyncFollowingSentinelPool,
+    AsyncMajoritySentinel,
+    FollowingSentinelPool,
+    MajoritySentinel,
+    Survey,
+    last_named,
+)
 from progress.store.servers import HostEntry, SentinelHost
 
 logger = logging.getLogger(__name__)
@@ -39,12 +44,14 @@ logger = logging.getLogger(__name__)
 HEALTH_CHECK_INTERVAL = 15
 RETRIES = 6  # ~0.05 .. 1.6 s apart: rides out a Redis restart (or a fail-over) of a few seconds
 ASYNC_POOL_SIZE = 50  # Redis connections per server process and shard for record reads
-SENTINEL_CHECK_INTERVAL = 1.0  # seconds between asking the sentinels which server is master
 
-_sync_clients: dict[int, list[redis.Redis]] = {}
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[aioredis.Redis]] = (
-    weakref.WeakKeyDictionary()
-)
+# This process's sync clients (a forked pool child opens its own, never uses its
+# parent's sockets) and each event loop's async ones; both forgotten when the
+# shards' settings change (process_state.py).
+_sync_clients: ProcessSlot[list[redis.Redis]] = ProcessSlot(
+    lambda: [_sync_client_of(host) for host in shards.servers()], settings=shards.SETTINGS)
+_async_clients: LoopSlot[list[aioredis.Redis]] = LoopSlot(
+    lambda: [_async_client_of(host) for host in shards.servers()], settings=shards.SETTINGS)
 
 
 def _options() -> dict[str, Any]:
@@ -73,13 +80,7 @@ def _sentinel_args(host: SentinelHost) -> tuple[list[tuple[str, int]], dict[str,
 def sync_clients() -> list[redis.Redis]:
     """This process's client of every shard; a forked pool child gets its own,
     never its parent's sockets."""
-    pid = os.getpid()
-    clients = _sync_clients.get(pid)
-    if clients is None:
-        clients = [_sync_client_of(host) for host in shards.servers()]
-        _sync_clients.clear()
-        _sync_clients[pid] = clients
-    return clients
+    return _sync_clients.get()
 
 
 def sync_client(shard: int = 0) -> redis.Redis:
@@ -91,28 +92,21 @@ def _sync_client_of(host: HostEntry) -> redis.Redis:
     if isinstance(host, str):
         return redis.Redis.from_url(host, retry=_retry(), **_options())
     sentinels, master_options = _sentinel_args(host)
-    sentinel = Sentinel(sentinels,  # type: ignore[no-untyped-call]
-                        sentinel_kwargs=host.get("sentinel_kwargs"), **master_options)
+    sentinel = MajoritySentinel(sentinels,
+                                sentinel_kwargs=host.get("sentinel_kwargs"), **master_options)
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        host["master_name"], retry=_retry(), **_options())
+        host["master_name"], connection_pool_class=FollowingSentinelPool, retry=_retry(),
+        **_options())
     return client
 
 
 def async_clients() -> list[aioredis.Redis]:
     """This event loop's client of every shard."""
-    loop = asyncio.get_running_loop()
-    clients = _async_clients.get(loop)
-    if clients is None:
-        clients = _async_clients[loop] = [_async_client_of(host) for host in shards.servers()]
-    return clients
+    return _async_clients.get()
 
 
 def async_client(shard: int = 0) -> aioredis.Redis:
     return async_clients()[shard]
-
-
-class _BlockingSentinelPool(AsyncSentinelPool, aioredis.BlockingConnectionPool):
-    """A Sentinel master's pool that waits for a free connection, as the URL pool does."""
 
 
 def _async_client_of(host: HostEntry) -> aioredis.Redis:
@@ -125,10 +119,11 @@ def _async_client_of(host: HostEntry) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(host, **pool_options)
         return aioredis.Redis.from_pool(pool)
     sentinels, master_options = _sentinel_args(host)
-    sentinel = AsyncSentinel(sentinels,  # type: ignore[no-untyped-call]
-                             sentinel_kwargs=host.get("sentinel_kwargs"), **master_options)
+    sentinel = AsyncMajoritySentinel(sentinels,
+                                     sentinel_kwargs=host.get("sentinel_kwargs"),
+                                     **master_options)
     client: aioredis.Redis = sentinel.master_for(
-        host["master_name"], connection_pool_class=_BlockingSentinelPool, **pool_options)
+        host["master_name"], connection_pool_class=AsyncFollowingSentinelPool, **pool_options)
     return client
 
 
@@ -147,17 +142,33 @@ def script_runner(shard: int, script: str) -> ScriptRunner | SentinelScriptRunne
     return SentinelScriptRunner(sync_client(shard).connection_pool, host.get("password"), script)
 
 
+def master_survey(shard: int) -> Survey | None:
+    """What the sentinels say of the shard's master now (None: the shard is a URL)."""
+    pool = sync_client(shard).connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    found: Survey = pool.sentinel_manager.survey(pool.service_name)
+    return found
+
+
+def server_client(shard: int, address: tuple[str, int]) -> redis.Redis:
+    """A client of the shard's server at `address` only (it follows no fail-over); close it."""
+    host = shards.servers()[shard]
+    password = host.get("password") if not isinstance(host, str) else None
+    return redis.Redis(host=address[0], port=address[1], password=password, **_options())
+
+
 class SentinelScriptRunner:
     """A ScriptRunner on the master the sentinels name, called as a ScriptRunner is.
 
     ScriptRunner's connection is opened from a URL, which cannot follow a
     fail-over, so this one asks the sentinels (through the shard's Sentinel
-    pool) once a second, and at the next call after a connection error, and
-    moves to a new master when they name one. Asking once a second matters: a
-    master Sentinel replaced while it was alive keeps taking writes until it is
-    demoted (~10 s), and loses all of them then; moving early only pauses live
-    delivery (web processes listen to the old master until then), and the
-    consumers' resync fills the pause in from history.
+    pool, so every sentinel: progress/store/sentinel.py) every
+    SENTINEL_CHECK_INTERVAL, at the next call after a connection error, and at
+    once on a READONLY reply (the master it writes to was demoted), and moves
+    to a new master when they name one. Asking often matters: a master
+    Sentinel replaced while it was alive keeps taking writes until it is
+    demoted (5-10 s later), and loses all of them then.
     """
 
     def __init__(self, pool: Any, password: str | None, script: str) -> None:
@@ -179,31 +190,52 @@ class SentinelScriptRunner:
 
     def _on_master(self, call: Callable[[ScriptRunner], Any]) -> Any:
         now = time.monotonic()
-        if now >= self._next_check:
+        if now >= self._next_check or self._named_elsewhere():
             with self._lock:
                 self._next_check = now + SENTINEL_CHECK_INTERVAL
                 self._follow_master()
-        if self._runner is None:
+        runner = self._runner
+        if runner is None:
             raise redis.ConnectionError("no Redis master known yet (the sentinels did not answer)")
         try:
-            return call(self._runner)
+            return call(runner)
         except (redis.ConnectionError, redis.TimeoutError):
             self._next_check = 0.0  # the master may have gone: ask at the next call
             raise
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("READONLY"):
+                raise
+        # The server was demoted to a replica: move now, and run the call on the new
+        # master (the record script takes each event once, so a retry is safe).
+        with self._lock:
+            moved = self._follow_master()
+        if not moved or self._runner is None:
+            self._next_check = 0.0
+            raise redis.ConnectionError("the Redis master was demoted; no new one named yet")
+        return call(self._runner)
 
-    def _follow_master(self) -> None:
+    def _named_elsewhere(self) -> bool:
+        """Another client in this process (the heartbeat) found a new master."""
+        named = last_named(self._pool.sentinel_manager, self._pool.service_name)
+        return named is not None and self._address is not None and named != self._address
+
+    def _follow_master(self) -> bool:
+        """Ask the sentinels; True if they name another master than the one used."""
         try:
             # (It also drops the pool's idle connections to a replaced master.)
             host, port = self._pool.get_master_address()
         except redis.ConnectionError as exc:  # no sentinel answers: keep the master we have
             logger.warning("TaskPulse: cannot ask the sentinels for the master: %s", exc)
-            return
-        if (host, port) != self._address:
-            if self._runner is not None:
-                self._runner.close()
-            name = f"[{host}]" if ":" in host else host
-            self._runner = _script_runner(f"redis://{self._auth}{name}:{port}/0", self._script)
-            self._address = (host, port)
+            return False
+        if (host, port) == self._address:
+            return False
+        if self._runner is not None:
+            self._runner.close()
+            logger.info("TaskPulse: publishing to the new Redis master %s:%d", host, port)
+        name = f"[{host}]" if ":" in host else host
+        self._runner = _script_runner(f"redis://{self._auth}{name}:{port}/0", self._script)
+        self._address = (host, port)
+        return True
 
     def close(self) -> None:
         """Reconnect at the next call, after asking the sentinels again."""
@@ -211,9 +243,3 @@ class SentinelScriptRunner:
         if self._runner is not None:
             self._runner.close()
 
-
-@receiver(setting_changed)
-def _forget_clients(setting: str = "", **_: Any) -> None:
-    if setting in shards.SETTINGS:
-        _sync_clients.clear()
-        _async_clients.clear()

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from progress import conf
+from progress.process_state import ProcessSlot
 from progress.store import keys, lua, shards
 from progress.store.connections import sync_client
 from progress.store.records import EventDraft, new_epoch
@@ -33,7 +34,9 @@ NEW_MEMBER = "PENDING|0|0"  # state|final|fraction, as MEMBER_EVENT reads it
 # KEYS: members, group record, group history, running index
 # ARGV: member_id, member_state, member_final("0"|"1"), member_fraction(""=keep),
 #       member_error(""=none), member_result_json, group_id, epoch_candidate,
-#       history_length, active_ttl, final_ttl, group_channel, updated_at
+#       history_length, active_ttl, final_ttl, group_channel, updated_at,
+#       repair ("1": a member's final counted again after a lossy fail-over, see
+#       count_again(); else "")
 # Returns {group seq (0: nothing published), 1 when member_id is a member else 0}
 MEMBER_EVENT = lua._RECORD_EVENT + """
 local members = KEYS[1]
@@ -96,16 +99,26 @@ elseif gstate == 'FAILURE' then
 end
 local percent = 'null'
 if n > 0 then percent = tostring(math.floor(sum * 10000 / n + 0.5) / 100) end
-local pfrag = '"progress":{"current":' .. tostring(math.floor(sum * 1000 + 0.5) / 1000)
+local progress = '{"current":' .. tostring(math.floor(sum * 1000 + 0.5) / 1000)
   .. ',"total":' .. n .. ',"percent":' .. percent
-  .. ',"message":' .. cjson.encode(done .. ' of ' .. n .. ' done') .. '},"eta":null,"meta":'
-  .. cjson.encode({total = n, done = done, succeeded = ok, failed = failed, running = running})
-local rest = '"task_id":' .. cjson.encode(ARGV[7]) .. ',"result":' .. result
-  .. ',"error":' .. err .. ',"updated_at":"' .. ARGV[13] .. '"'
+  .. ',"message":' .. cjson.encode(done .. ' of ' .. n .. ' done') .. '}'
+local meta = cjson.encode({total = n, done = done, succeeded = ok, failed = failed,
+  running = running})
 local ttl = (gfinal == '1') and ARGV[11] or ARGV[10]
 redis.call('EXPIRE', members, ttl)
-local out = record_event(KEYS[2], KEYS[3], KEYS[4], ARGV[7], gstate, gfinal, '', pfrag, rest,
-  ARGV[8], ARGV[9], ttl, ARGV[12], '')
+-- A repair: the fail-over that lost the member's count may have taken the group's
+-- later events with it, and no writer knows the group's last seq. Claiming one past
+-- the record's makes record_event start a new epoch, so the group's watchers get a
+-- reset snapshot rather than skip events numbered like ones they saw.
+local known = nil
+if ARGV[14] == '1' then
+  known = (tonumber(redis.call('HGET', KEYS[2], 'seq')) or 0) + 1
+end
+local out = record_event(KEYS[2], KEYS[3], KEYS[4], {
+  task_id = ARGV[7], task_id_json = cjson.encode(ARGV[7]), channel = ARGV[12],
+  state = gstate, final = gfinal == '1', progress = progress, eta = 'null', meta = meta,
+  result = result, error = err, updated_at = ARGV[13], epoch = ARGV[8],
+  history = tonumber(ARGV[9]), ttl = tonumber(ttl), known_seq = known})
 return {out[1], 1}
 """
 
@@ -133,17 +146,21 @@ def member_ids(group_id: str) -> list[str]:
     return [name[len(MEMBER_PREFIX):] for name in names if name.startswith(MEMBER_PREFIX)]
 
 
-_scripts: dict[int, Any] = {}  # shard -> MEMBER_EVENT on its client
+# shard -> MEMBER_EVENT on this process's client of it
+_scripts: ProcessSlot[dict[int, Any]] = ProcessSlot(dict, settings=shards.SETTINGS)
 
 
-def member_event(group_id: str, draft: EventDraft, fraction: float | None) -> bool:
+def member_event(group_id: str, draft: EventDraft, fraction: float | None,
+                 repair: bool = False) -> bool:
     """Aggregate one member event into its group (on the group's shard); False when
-    the task is not a member."""
+    the task is not a member. A member's final is counted once: the group ignores
+    anything after it (`repair`: see count_again())."""
     shard = shards.shard_of(group_id)
     client = sync_client(shard)
-    script = _scripts.get(shard)
+    scripts = _scripts.get()
+    script = scripts.get(shard)
     if script is None or script.registered_client is not client:
-        script = _scripts[shard] = client.register_script(MEMBER_EVENT)
+        script = scripts[shard] = client.register_script(MEMBER_EVENT)
     error = draft.error
     error_text = f"{error.get('type', 'Error')}: {error.get('message', '')}" if error else ""
     final = is_final(draft.state)
@@ -153,5 +170,33 @@ def member_event(group_id: str, draft: EventDraft, fraction: float | None) -> bo
         args=[draft.task_id, draft.state.value, "1" if final else "0",
               "" if fraction is None else repr(fraction), error_text, draft.result_json,
               group_id, new_epoch(), conf.history_length(), conf.active_ttl(),
-              conf.final_ttl(), keys.group_channel(group_id), utc_now_iso()])
+              conf.final_ttl(), keys.group_channel(group_id), utc_now_iso(),
+              "1" if repair else ""])
     return bool(int(raw[1]))
+
+
+def uncounted(finals: Iterable[EventDraft]) -> list[EventDraft]:
+    """The members' finals (each with its `group_id`) their group has not counted: the
+    members hash has the member, not final (a fail-over lost the group's update, or
+    Redis was away when the final was recorded). One round trip per group shard."""
+    by_shard: dict[int, list[EventDraft]] = {}
+    for draft in finals:
+        if draft.group_id is not None:
+            by_shard.setdefault(shards.shard_of(draft.group_id), []).append(draft)
+    found: list[EventDraft] = []
+    for shard, drafts in by_shard.items():
+        pipe = sync_client(shard).pipeline(transaction=False)
+        for draft in drafts:
+            pipe.hget(keys.group_members_key(str(draft.group_id)), MEMBER_PREFIX + draft.task_id)
+        for draft, entry in zip(drafts, pipe.execute(), strict=True):
+            # state|final|fraction (NEW_MEMBER); none: the group is gone, nothing to count in
+            if entry is not None and entry.split(b"|")[1] == b"0":
+                found.append(draft)
+    return found
+
+
+def count_again(draft: EventDraft) -> None:
+    """Count a member's final its group lost (uncounted()) as the final first was,
+    the group's event in a new epoch (watchers get a reset snapshot)."""
+    if draft.group_id is not None:
+        member_event(draft.group_id, draft, None, repair=True)

@@ -6,8 +6,6 @@ them in one slot and the Lua scripts stay valid there.
 
 from progress import conf
 
-TASK_EVENT_TYPE = "task.event"
-
 
 def record_key(task_id: str) -> str:
     return f"{conf.key_prefix()}:task:{{{task_id}}}"
@@ -21,6 +19,12 @@ def running_index_key() -> str:
     """Sorted set of running task ids scored by their stall deadline (progress/store/sweeper.py);
     each shard has its own, of the tasks it holds."""
     return f"{conf.key_prefix()}:running"
+
+
+def workers_key() -> str:
+    """Set, with an expiry, by every running worker that has TaskPulse
+    (progress/publisher/presence.py): gone when none has beaten lately."""
+    return f"{conf.key_prefix()}:workers"
 
 
 def group_members_key(group_id: str) -> str:
@@ -46,7 +50,3 @@ def group_channel(task_id: str) -> str:
     integration tests prove the two agree by delivering through both.
     """
     return f"{conf.key_prefix()}__group__{group_name(task_id)}"
-
-
-def all_keys_pattern() -> str:
-    return f"{conf.key_prefix()}:*"

@@ -4,79 +4,67 @@ Kept as data in one module so the sync (worker, views) and async (consumer)
 sides run byte-identical scripts.
 """
 
-# The progress of a record before its task reports any.
-DEFAULT_PROGRESS_FRAGMENT = (
-    '"progress":{"current":0,"total":null,"percent":null,"message":null},"eta":null,"meta":{}'
-)
+from progress.wire.event_json import DEFAULT_PROGRESS, ENCODE_EVENT_LUA, PROGRESS_INFO_LUA
 
 # The one place a record changes: check the state transition, assign the next
 # seq, update the record and its capped history, refresh expiry, keep the
 # stall deadline and the running-task index, PUBLISH the event to the task's
-# channel-layer group (msgpack, as RedisPubSubChannelLayer expects). Both
-# PUBLISH and MARK_LOST call it, so a LOST event is numbered like any other.
+# channel-layer group (msgpack, as RedisPubSubChannelLayer expects). PUBLISH,
+# REQUEST_CANCEL, MARK_LOST and a group's update (progress/store/groups.py) call
+# it, so every event is numbered alike.
 # Deadlines use Redis' clock (TIME), so workers and servers never compare
 # their own clocks.
 #
+# record_event(rec, hist, index, e) takes the event as one table `e`, its
+# members named (progress/store/records.py `event_args` builds it, msgpack-encoded
+# as the script's one argument):
+#   task_id, task_id_json, channel, state, final (boolean),
+#   name (JSON; nil: keep the record's), progress, eta, meta (JSON; nil: keep the
+#   record's), result, error (JSON), updated_at,
+#   epoch (a candidate: taken when the record starts or rolls back), history (length),
+#   ttl (seconds), stall (nil: leave the deadline; else arm it: now + this many s),
+#   known_seq (nil: none; the last seq this writer recorded for the task),
+#   eid (nil: none; a retry of an event already recorded is answered, not recorded again)
+# The object itself is written by encode_event (progress/wire/event_json.py).
+#
 # Each command a script runs costs Redis 0.3-2 µs, most of a hot task's script
 # time (docs/BENCHMARKS.md, "Publisher"), so a progress event that changes no
-# state writes the record once (seq and event together) and trims the history
-# only once it is full. The record keeps the latest event (`json`) although the
-# history ends with it too: a snapshot then survives a lost history, and
-# dropping it would not make the write cheaper. A lifecycle event, which brings
-# no progress of its own, takes the progress from it (progress_of) rather than
-# from a copy rewritten at every event.
-_RECORD_EVENT = r"""
-local DEFAULT_PROGRESS = '""" + DEFAULT_PROGRESS_FRAGMENT + r"""'
+# state writes the record once (seq, event and progress members together) and
+# trims the history only once it is full. The record keeps the latest event
+# (`json`) although the history ends with it too: a snapshot then survives a
+# lost history. It keeps the progress members apart as well (with `pseq`, the
+# seq they belong to), for a lifecycle event, which brings no progress of its
+# own, to take them as they are.
+_RECORD_EVENT = ENCODE_EVENT_LUA + r"""
+local DEFAULT_PROGRESS = {progress = '""" + DEFAULT_PROGRESS.progress + r"""',
+  eta = '""" + DEFAULT_PROGRESS.eta + r"""', meta = '""" + DEFAULT_PROGRESS.meta + r"""'}
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
--- Where the JSON object or array opening at s[i] closes (nil if it does not).
-local function close_of(s, i)
-  local depth = 0
-  repeat
-    i = string.find(s, '[%[%]{}"]', i)
-    if not i then return nil end
-    local c = string.byte(s, i)
-    if c == 34 then  -- a string: skip it, escapes and all
-      repeat
-        i = string.find(s, '["\\]', i + 1)
-        if not i then return nil end
-        local escape = string.byte(s, i) == 92
-        if escape then i = i + 1 end
-      until not escape
-    elseif c == 123 or c == 91 then
-      depth = depth + 1
-    else
-      depth = depth - 1
-    end
-    i = i + 1
-  until depth == 0
-  return i - 1
+-- The progress members of a record written before they were kept apart (the
+-- release before this one): decoded from its latest event.
+local function legacy_progress(json)
+  local ok, obj = pcall(cjson.decode, json or '')
+  if not ok or type(obj) ~= 'table' or type(obj.progress) ~= 'table' then
+    return DEFAULT_PROGRESS
+  end
+  return {progress = cjson.encode(obj.progress), eta = cjson.encode(obj.eta),
+    meta = cjson.encode(obj.meta)}
 end
--- The "progress", "eta" and "meta" members of an event record_event built,
--- verbatim (cjson would turn [] into {} and round numbers). Up to "meta"
--- everything is our own encoding, where `,"` never occurs inside a string, so
--- the first matches are the members; the task's meta is scanned to its end.
-local function progress_of(json)
-  if not json then return DEFAULT_PROGRESS end
-  local first = string.find(json, ',"progress":{', 1, true)
-  local meta = first and string.find(json, ',"meta":', first, true)
-  local last = meta and close_of(json, meta + 8)
-  if not last then return DEFAULT_PROGRESS end
-  return string.sub(json, first + 1, last)
-end
-local function record_event(rec, hist, index, task_id, state, final, name_in, pfrag, rest,
-                            epoch_candidate, hist_len, ttl, channel, stall, known_seq, eid)
-  local cur = redis.call('HMGET', rec, 'state', 'final', 'epoch', 'name', 'seq', 'cancel', 'eid')
+local function record_event(rec, hist, index, e)
+  local cur = redis.call('HMGET', rec, 'state', 'final', 'epoch', 'name', 'seq', 'cancel', 'eid',
+    'pseq')
   local cur_state, epoch, name = cur[1], cur[3], cur[4]
+  local state, final = e.state, e.final and '1' or '0'
   local rolled_back = false
   local cancel = 0
   if cur[6] then cancel = 1 end
-  eid = eid or ''
+  local eid = e.eid or ''
   -- The same event again (a writer's retry after a timeout: the first try may
   -- have run): answer as the first time, record nothing.
   if eid ~= '' and cur[7] == eid then return {tonumber(cur[5]), cancel, cur_state} end
+  local own_progress = e.progress ~= nil
   if cur_state then
     -- PENDING only creates a record (a retry re-publishes the same id); a
     -- final record accepts nothing more, except a new attempt (STARTED)
@@ -85,40 +73,53 @@ local function record_event(rec, hist, index, task_id, state, final, name_in, pf
     if state == 'PENDING' or (cur[2] == '1' and not new_attempt) then
       return {0, cancel, cur_state}
     end
-    if pfrag == '' then pfrag = progress_of(redis.call('HGET', rec, 'json')) end
+    if not own_progress then
+      -- Kept with the latest event (`pseq`), unless a writer of the previous release
+      -- wrote one since (or the record is older): then from the event itself.
+      if cur[8] == cur[5] then
+        local kept = redis.call('HMGET', rec, 'progress', 'eta', 'meta')
+        e.progress, e.eta, e.meta = kept[1], kept[2], kept[3]
+      else
+        local kept = legacy_progress(redis.call('HGET', rec, 'json'))
+        e.progress, e.eta, e.meta = kept.progress, kept.eta, kept.meta
+      end
+    end
     -- The writer recorded a later seq than the record holds: a fail-over lost
     -- writes. A new epoch makes every watcher take a reset snapshot instead of
     -- skipping events numbered like ones it already saw.
-    if known_seq and known_seq ~= '' and tonumber(known_seq) > (tonumber(cur[5]) or 0) then
-      epoch = epoch_candidate
+    if e.known_seq and e.known_seq > (tonumber(cur[5]) or 0) then
+      epoch = e.epoch
       rolled_back = true
     end
   else
-    epoch = epoch_candidate
+    epoch = e.epoch
     name = 'null'
-    if pfrag == '' then pfrag = DEFAULT_PROGRESS end
+    if not own_progress then
+      e.progress, e.eta, e.meta = DEFAULT_PROGRESS.progress, DEFAULT_PROGRESS.eta,
+        DEFAULT_PROGRESS.meta
+    end
   end
-  if name_in ~= '' then name = name_in end
+  if e.name then name = e.name end
   local seq = (tonumber(cur[5]) or 0) + 1
-  local json = '{"epoch":"' .. epoch .. '","seq":' .. seq .. ',"name":' .. name
-    .. ',"state":"' .. state .. '","final":' .. (final == '1' and 'true' or 'false')
-    .. ',' .. pfrag .. ',' .. rest .. '}'
+  local json = encode_event(e, epoch, seq, name)
   if state == cur_state and name == cur[4] and not rolled_back then  -- `final` follows
-    redis.call('HSET', rec, 'seq', seq, 'json', json, 'eid', eid)
+    redis.call('HSET', rec, 'seq', seq, 'json', json, 'eid', eid,
+      'progress', e.progress, 'eta', e.eta, 'meta', e.meta, 'pseq', seq)
   else
     redis.call('HSET', rec, 'seq', seq, 'json', json, 'eid', eid, 'epoch', epoch,
-      'state', state, 'final', final, 'name', name)
+      'state', state, 'final', final, 'name', name,
+      'progress', e.progress, 'eta', e.eta, 'meta', e.meta, 'pseq', seq)
   end
   if final == '1' or state == 'RETRY' then
     -- no attempt runs any more: nothing to watch for a stall
     redis.call('HDEL', rec, 'deadline')
-    redis.call('ZREM', index, task_id)
-  elseif stall ~= '' then
-    local deadline = now() + tonumber(stall)
+    redis.call('ZREM', index, e.task_id)
+  elseif e.stall then
+    local deadline = now() + e.stall
     redis.call('HSET', rec, 'deadline', tostring(deadline))
-    redis.call('ZADD', index, deadline, task_id)
+    redis.call('ZADD', index, deadline, e.task_id)
   end
-  hist_len = tonumber(hist_len)
+  local hist_len = e.history
   if redis.call('RPUSH', hist, json) > hist_len then
     redis.call('LTRIM', hist, -hist_len, -1)
   end
@@ -126,12 +127,12 @@ local function record_event(rec, hist, index, task_id, state, final, name_in, pf
   -- active TTL is refreshed every 32nd event only: two EXPIREs per event would
   -- add a tenth to a hot task's script time.
   if state ~= cur_state or final == '1' or seq % 32 == 0 then
-    redis.call('EXPIRE', rec, ttl)
-    redis.call('EXPIRE', hist, ttl)
+    redis.call('EXPIRE', rec, e.ttl)
+    redis.call('EXPIRE', hist, e.ttl)
   end
-  redis.call('PUBLISH', channel, cmsgpack.pack({
-    type = 'task.event', task_id = task_id, epoch = epoch, seq = seq,
-    state = state, final = (final == '1'), data = json}))
+  redis.call('PUBLISH', e.channel, cmsgpack.pack({
+    type = 'task.event', task_id = e.task_id, epoch = epoch, seq = seq,
+    state = state, final = e.final, data = json}))
   return {seq, cancel, state}
 end
 """
@@ -167,34 +168,20 @@ end
 """
 
 # Record one event and tell the caller whether a cancel was requested.
-# KEYS: record, history, running index
-# ARGV: task_id, group_channel, state, final("0"|"1"), name_json(""=keep),
-#       stall_timeout(""=leave the deadline; else arm it: now + this many seconds),
-#       history_length, ttl_seconds, then what changes with every event:
-#       progress_fragment(""=keep), rest_fragment, epoch_candidate, known_seq (the last
-#       seq this writer recorded for the task; "" = none: see record_event), event_id
-#       (a retry of an event already recorded is answered, not recorded again)
-# (a task's events repeat the arguments up to ttl_seconds: progress/store/script_runner.py
-# packs them once).
-# With a fourth key, Celery's result key of the task, the same call also writes
-# it (the AsyncResult mirror, store_result above), whether or not the record took
-# the event: its value is ARGV[9] .. the event's progress as one JSON object
-# (`{"current", "total", "percent", "message", "eta", "meta"}`, cut from the
-# progress fragment) .. ARGV[10], its expiry ARGV[11] ("0" = none), and the
-# arguments that change with every event move up by three (ARGV[12..16]).
+# KEYS: record, history, running index[, Celery's result key of the task]
+# ARGV[1]: the event table (record_event above), msgpack-encoded
+# With a fourth key the same call also writes the result key (the AsyncResult
+# mirror, store_result above), whether or not the record took the event: its
+# value is e.result_before .. the event's progress as one object
+# (progress_info) .. e.result_after, its expiry e.result_expires (0 = none).
 # Returns {seq (0 when refused), cancel_requested (0|1), state after the call}
-PUBLISH = _RECORD_EVENT + _STORE_RESULT + """
-local v = 9
-if KEYS[4] then v = 12 end
-local pfrag = ARGV[v]
-local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5], pfrag,
-  ARGV[v + 1], ARGV[v + 2], ARGV[7], ARGV[8], ARGV[2], ARGV[6], ARGV[v + 3], ARGV[v + 4])
--- pfrag is '"progress":{' .. progress members .. '},"eta":' .. eta and meta;
--- `},"eta":` cannot occur earlier, inside a JSON string (its quotes are escaped there).
-local close = KEYS[4] and string.find(pfrag, '},"eta":', 13, true)
-if close then
-  store_result(KEYS[4], ARGV[9] .. '{' .. string.sub(pfrag, 13, close - 1) .. ',"eta":'
-    .. string.sub(pfrag, close + 8) .. '}' .. ARGV[10], ARGV[11])
+PUBLISH = _RECORD_EVENT + PROGRESS_INFO_LUA + _STORE_RESULT + """
+local e = cmsgpack.unpack(ARGV[1])
+local own_progress = e.progress ~= nil
+local out = record_event(KEYS[1], KEYS[2], KEYS[3], e)
+if KEYS[4] and own_progress then
+  store_result(KEYS[4], e.result_before .. progress_info(e) .. e.result_after,
+    tostring(e.result_expires))
 end
 return out
 """
@@ -233,7 +220,7 @@ return out
 # watchers seeing REVOKED for a task that then ran; a running one is flagged,
 # and its next progress call or heartbeat sees the flag.
 # KEYS: record, history, running index
-# ARGV: task_id, rest fragment of the REVOKED event, history_length, final_ttl, channel
+# ARGV[1]: the REVOKED event table (record_event above), msgpack-encoded
 # Returns {state after the call ('' when no record exists), 1 when this call is the
 # first to ask for the task's cancellation else 0}
 REQUEST_CANCEL = _RECORD_EVENT + """
@@ -242,8 +229,7 @@ if not r[1] then return {'', 0} end
 if r[2] == '1' then return {r[1], 0} end
 if r[1] == 'PENDING' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
-  local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], 'REVOKED', '1', '', '', ARGV[2],
-    '', ARGV[3], ARGV[4], ARGV[5], '')
+  local out = record_event(KEYS[1], KEYS[2], KEYS[3], cmsgpack.unpack(ARGV[1]))
   return {out[3], 1}
 end
 if r[3] then return {r[1], 0} end
@@ -278,23 +264,23 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', t[1] .. '.' .. string.format
 # Mark a stalled task LOST, exactly once whatever the number of sweepers: the
 # deadline is checked and cleared in the same atomic step that records LOST.
 # KEYS: record, history, running index
-# ARGV: task_id, rest_fragment, history_length, ttl_seconds, group_channel
+# ARGV[1]: the LOST event table (record_event above), msgpack-encoded
 # Returns the new seq, or 0 when the task is not (or no longer) stalled.
 MARK_LOST = _RECORD_EVENT + """
+local e = cmsgpack.unpack(ARGV[1])
 local deadline = redis.call('HGET', KEYS[1], 'deadline')
 if not deadline then
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[3], e.task_id)
   return 0
 end
 if tonumber(deadline) > now() then
-  redis.call('ZADD', KEYS[3], deadline, ARGV[1])
+  redis.call('ZADD', KEYS[3], deadline, e.task_id)
   return 0
 end
-local out = record_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], 'LOST', '1', '', '', ARGV[2],
-  '', ARGV[3], ARGV[4], ARGV[5], '')
+local out = record_event(KEYS[1], KEYS[2], KEYS[3], e)
 if out[1] == 0 then  -- refused (already final): nothing left to watch
   redis.call('HDEL', KEYS[1], 'deadline')
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[3], e.task_id)
 end
 return out[1]
 """

@@ -13,18 +13,17 @@ holds back its own tasks' events only.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
 
 import redis
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from progress import conf
+from progress.process_state import ProcessSlot
 from progress.store import shards
 from progress.store.records import EventDraft, PublishOutcome
+from progress.wire.coalescing import replaceable
 from progress.wire.states import State
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,15 @@ Publish = Callable[[EventDraft], PublishOutcome]
 
 def buffered(draft: EventDraft) -> PublishOutcome:
     """What a caller is told for a buffered event: not numbered yet, no cancel known."""
-    return PublishOutcome(0, False, draft.state.value)
+    return PublishOutcome(0, False, draft.state.value, buffered=True)
+
+
+def _task_of(draft: EventDraft) -> str:
+    return draft.task_id
+
+
+def _is_progress(draft: EventDraft) -> bool:
+    return draft.state is State.PROGRESS
 
 
 class Outbox:
@@ -73,13 +80,10 @@ class Outbox:
 
     def _coalesce_or_append(self, draft: EventDraft) -> None:
         if draft.state is State.PROGRESS:
-            for i in range(len(self._pending) - 1, -1, -1):
-                queued = self._pending[i]
-                if queued.task_id == draft.task_id:
-                    if queued.state is State.PROGRESS:
-                        self._pending[i] = draft  # nothing of this task queued after it
-                        return
-                    break
+            i = replaceable(self._pending, draft.task_id, _task_of, _is_progress)
+            if i is not None:
+                self._pending[i] = draft
+                return
         if len(self._pending) >= self.max_events:
             self._drop_one()
         self._pending.append(draft)
@@ -129,27 +133,22 @@ class Outbox:
             flusher.join(RETRY_MAX + 1)
 
 
-_outboxes: dict[int, list[Outbox]] = {}
+def _stop_all(old: list[Outbox]) -> None:
+    for box in old:
+        box.stop()  # (settings change in tests only: what waits there is theirs)
+
+
+# This process's outbox of every shard (a forked pool child gets its own).
+_outboxes: ProcessSlot[list[Outbox]] = ProcessSlot(
+    lambda: [Outbox(conf.outbox_max_events()) for _ in range(shards.count())],
+    settings=shards.SETTINGS, on_forget=_stop_all)
 
 
 def outboxes() -> list[Outbox]:
     """This process's outbox of every shard (a forked pool child gets its own)."""
-    pid = os.getpid()
-    found = _outboxes.get(pid)
-    if found is None:
-        _outboxes.clear()
-        found = _outboxes[pid] = [Outbox(conf.outbox_max_events())
-                                  for _ in range(shards.count())]
-    return found
+    return _outboxes.get()
 
 
 def outbox(shard: int = 0) -> Outbox:
     """This process's outbox of one shard (the only one, by default)."""
     return outboxes()[shard]
-
-
-@receiver(setting_changed)
-def _forget_outboxes(setting: str = "", **_: object) -> None:
-    if setting in shards.SETTINGS:
-        for old in _outboxes.pop(os.getpid(), []):
-            old.stop()  # (settings change in tests only: what waits there is theirs)

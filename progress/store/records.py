@@ -10,21 +10,21 @@ shard and run each call on the task's shard (progress/store/shards.py).
 import dataclasses
 import functools
 import itertools
-import math
 import os
 import random
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import msgpack
 import redis
 import redis.asyncio as aioredis
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from progress import conf
+from progress.process_state import ANY_SETTING, ProcessSlot
 from progress.store import keys, lua, shards
 from progress.wire.encoding import dumps, utc_now_iso
+from progress.wire.event_json import ProgressJson
 from progress.wire.states import State, is_final
 from progress.wire.types import ErrorInfo
 
@@ -51,14 +51,14 @@ class ResultWrite:
 class EventDraft:
     """One state change as a publisher describes it, before Redis numbers it.
 
-    `name` and `progress_fragment` left as None keep what the record holds, so
-    a lifecycle event from another process does not erase the progress.
+    `name` and `progress` left as None keep what the record holds, so a
+    lifecycle event from another process does not erase the progress.
     """
 
     task_id: str
     state: State
     name: str | None = None
-    progress_fragment: str | None = None
+    progress: ProgressJson | None = None  # progress_json(...): the progress members
     result_json: str = "null"
     error: ErrorInfo | None = None
     # Arm the stall deadline (STARTED): LOST unless heartbeats follow within this many s.
@@ -70,6 +70,10 @@ class EventDraft:
     known_seq: int | None = None
     # Unique per event (per draft): a retried call records it once (lua.record_event).
     event_id: str = dataclasses.field(default_factory=lambda: next_event_id())
+    # The group (progress/store/groups.py) a member's final counts in, set by the
+    # publisher: a final recorded again after a lossy fail-over (publisher/finals.py)
+    # is counted in its group again too. The record script does not read it.
+    group_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,8 @@ class PublishOutcome:
     seq: int  # 0 when the record refused the event (already final, or PENDING twice)
     cancel_requested: bool
     state: str
+    # Kept in the worker's outbox while Redis is away (seq 0 until it is recorded).
+    buffered: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -96,56 +102,14 @@ class ReadResult:
     missed: list[str] | None  # events after `since`; None when history cannot cover it
 
 
-def percent_of(current: float, total: float | None) -> float | None:
-    """0-100, or None while the total is unknown (PROTOCOL.md §3)."""
-    if not total:
-        return None
-    return round(max(0.0, min(100.0, current * 100.0 / total)), 2)
-
-
-def progress_fragment(
-    current: float,
-    total: float | None,
-    message: str | None,
-    eta: float | None,
-    meta_json: str,
-) -> str:
-    # Formatted field by field: a hot progress loop publishes this up to every
-    # PROGRESS_MIN_INTERVAL, and dumps() of a dict costs several times more.
-    percent = percent_of(current, total)
-    return (
-        f'"progress":{{"current":{_number(current)},"total":{_number(total)},'
-        f'"percent":{_number(percent)},"message":{"null" if message is None else dumps(message)}}},'
-        f'"eta":{_number(eta)},"meta":{meta_json}'
-    )
-
-
-def _number(value: float | None) -> str:
-    """JSON for a number or None, as dumps() would write it."""
-    if value is None:
-        return "null"
-    if type(value) is int:
-        return int.__repr__(value)
-    if type(value) is float and math.isfinite(value):
-        return float.__repr__(value)
-    return dumps(value)  # anything else, including NaN and infinity, which it refuses
-
-
 _event_ids = itertools.count()
-_event_id_prefix = os.urandom(6).hex()
-
-
-def _new_event_id_prefix_after_fork() -> None:
-    global _event_id_prefix
-    _event_id_prefix = os.urandom(6).hex()
-
-
-os.register_at_fork(after_in_child=_new_event_id_prefix_after_fork)
+# Random per process: a forked child draws its own.
+_event_id_prefix: ProcessSlot[str] = ProcessSlot(lambda: os.urandom(6).hex())
 
 
 def next_event_id() -> str:
     """An id no other event of any process has: a random per-process prefix and a count."""
-    return f"{_event_id_prefix}{next(_event_ids):x}"
+    return f"{_event_id_prefix.get()}{next(_event_ids):x}"
 
 
 def new_epoch() -> str:
@@ -167,23 +131,12 @@ class CancelRequest:
     first: bool
 
 
-def rest_fragment(task_id: str, result_json: str, error: ErrorInfo | None) -> str:
-    """The event fields after the progress, stamped now (PROTOCOL.md §3 `updated_at`)."""
-    return _rest_fragment(dumps(task_id), result_json, error)
-
-
-def _rest_fragment(task_id_json: str, result_json: str, error: ErrorInfo | None) -> str:
-    return (
-        f'"task_id":{task_id_json},"result":{result_json},'
-        f'"error":{"null" if error is None else dumps(error)},"updated_at":"{utc_now_iso()}"'
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class _TaskNames:
-    """What every event of one task repeats: its script keys, group channel, id in JSON
-    and shard."""
+    """What every event of one task repeats: its id (raw and in JSON), script keys,
+    group channel and shard."""
 
+    task_id: str
     keys: tuple[str, str, str]
     channel: str
     task_id_json: str
@@ -195,65 +148,86 @@ def _task_names(prefix: str, shard_count: int, task_id: str) -> _TaskNames:
     """Cached because a hot progress loop would rebuild them for every event;
     `prefix` and `shard_count` are part of the cache key so a changed setting is honoured."""
     return _TaskNames(
-        (keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key()),
+        task_id, (keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key()),
         keys.group_channel(task_id), dumps(task_id), shards.shard_of(task_id))
 
 
-@functools.cache
-def _record_settings() -> tuple[str, int, int, int, int]:
-    """(key prefix, history length, active TTL, final TTL, shard count), read once per
-    settings change.
-
-    Each Django settings read costs about a microsecond; a published progress
-    call would make five of them.
-    """
-    return (conf.key_prefix(), conf.history_length(), conf.active_ttl(), conf.final_ttl(),
-            shards.count())
+# (key prefix, history length, active TTL, final TTL, shard count), read once per
+# settings change: each Django settings read costs about a microsecond, and a
+# published progress call would make five of them.
+_record_settings: ProcessSlot[tuple[str, int, int, int, int]] = ProcessSlot(
+    lambda: (conf.key_prefix(), conf.history_length(), conf.active_ttl(), conf.final_ttl(),
+             shards.count()),
+    settings=ANY_SETTING)
 
 
-@receiver(setting_changed)
-def _forget_record_settings(**_: Any) -> None:
-    _record_settings.cache_clear()
-
-
-class PublishArgs(NamedTuple):
-    """The PUBLISH script's keys and arguments (progress/store/lua.py), split in two:
-    `leading` is the same for every event of a task in one state, `varying`
-    changes with each event; `shard` is where to run it. (A tuple: one is built
-    per published event.) A draft with a result write adds its key to `keys` and
-    its three arguments to `leading`."""
+class EventArgs(NamedTuple):
+    """A record script's call for one event: its keys, its one argument (the event
+    table record_event reads, msgpack-encoded: progress/store/lua.py) and the shard
+    to run it on. (A tuple: one is built per published event.)"""
 
     keys: tuple[str, ...]
-    leading: tuple[str | int, ...]
-    varying: tuple[str, str, str, str, str]
+    argument: bytes
     shard: int = 0
 
-    def flat(self) -> list[str | int]:
-        return [*self.leading, *self.varying]
+
+# One packer for the process: msgpack.packb() makes a new one per call.
+_packer = msgpack.Packer()
 
 
-def publish_args(draft: EventDraft) -> PublishArgs:
-    prefix, history_length, active_ttl, final_ttl, shard_count = _record_settings()
+@functools.lru_cache(maxsize=4096)
+def _task_members(prefix: str, shard_count: int, task_id: str, state: State,
+                  name: str | None, stall_timeout: float | None, history: int, ttl: int,
+                  write: ResultWrite | None) -> tuple[int, bytes]:
+    """(count, msgpack pairs) of the event-table members that repeat for every event
+    of a task in one state: packed once, not at each of a hot task's events."""
+    names = _task_names(prefix, shard_count, task_id)
+    members: dict[str, object] = {
+        "task_id": task_id, "task_id_json": names.task_id_json, "channel": names.channel,
+        "state": state.value, "final": is_final(state), "history": history, "ttl": ttl}
+    if name is not None:
+        members["name"] = dumps(name)
+    if stall_timeout is not None:
+        members["stall"] = stall_timeout
+    if write is not None:
+        members.update(result_before=write.before, result_after=write.after,
+                       result_expires=write.expires)
+    return len(members), _packer.pack(members)[_map_header_size(len(members)):]
+
+
+def event_args(draft: EventDraft) -> EventArgs:
+    """The record script's keys and argument for `draft` (PUBLISH; REQUEST_CANCEL and
+    MARK_LOST take the same table)."""
+    prefix, history_length, active_ttl, final_ttl, shard_count = _record_settings.get()
     names = _task_names(prefix, shard_count, draft.task_id)
-    final = is_final(draft.state)
-    leading = (
-        draft.task_id,
-        names.channel,
-        draft.state.value,
-        "1" if final else "0",
-        "" if draft.name is None else dumps(draft.name),
-        "" if draft.stall_timeout is None else repr(draft.stall_timeout),
-        history_length,
-        final_ttl if final else active_ttl,
-    )
-    rest = _rest_fragment(names.task_id_json, draft.result_json, draft.error)
-    known = "" if draft.known_seq is None else str(draft.known_seq)
-    varying = (draft.progress_fragment or "", rest, new_epoch(), known, draft.event_id)
     write = draft.result_write
-    if write is None:
-        return PublishArgs(names.keys, leading, varying, names.shard)
-    return PublishArgs((*names.keys, write.key),
-                       (*leading, write.before, write.after, write.expires), varying, names.shard)
+    count, repeated = _task_members(
+        prefix, shard_count, draft.task_id, draft.state, draft.name, draft.stall_timeout,
+        history_length, final_ttl if is_final(draft.state) else active_ttl, write)
+    varying: dict[str, object] = {
+        "result": draft.result_json,
+        "error": "null" if draft.error is None else dumps(draft.error),
+        "updated_at": utc_now_iso(), "epoch": new_epoch(), "eid": draft.event_id}
+    progress = draft.progress
+    if progress is not None:
+        varying["progress"], varying["eta"], varying["meta"] = progress
+    if draft.known_seq is not None:
+        varying["known_seq"] = draft.known_seq
+    count += len(varying)
+    packed = _packer.pack(varying)
+    argument = _map_header(count) + repeated + packed[_map_header_size(len(varying)):]
+    script_keys = names.keys if write is None else (*names.keys, write.key)
+    return EventArgs(script_keys, argument, names.shard)
+
+
+def _map_header_size(count: int) -> int:
+    return 1 if count < 16 else 3
+
+
+def _map_header(count: int) -> bytes:
+    """msgpack's header of a map of `count` pairs: the pairs follow it as they are, so
+    two packed maps' pairs make one map."""
+    return bytes((0x80 | count,)) if count < 16 else b"\xde" + count.to_bytes(2, "big")
 
 
 # -- carrying a result-backend write in the record script's round trip --------------
@@ -330,7 +304,6 @@ class _SyncShard:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.publish = client.register_script(lua.PUBLISH)
         self.read = client.register_script(lua.READ)
         self.cancel = client.register_script(lua.REQUEST_CANCEL)
 
@@ -345,10 +318,6 @@ class RecordStore:
     def _on(self, task_id: str) -> _SyncShard:
         return self._shards[shards.shard_of(task_id)]
 
-    def publish(self, draft: EventDraft) -> PublishOutcome:
-        args = publish_args(draft)
-        return parse_publish(self._shards[args.shard].publish(keys=args.keys, args=args.flat()))
-
     def read(self, task_id: str, since: int | None = None) -> ReadResult:
         raw = self._on(task_id).read(keys=_read_keys(task_id),
                                      args=[-1 if since is None else since])
@@ -356,10 +325,8 @@ class RecordStore:
 
     def request_cancel(self, task_id: str) -> CancelRequest:
         """Ask the task to stop (lua.REQUEST_CANCEL): a queued task is REVOKED at once."""
-        state, first = self._on(task_id).cancel(
-            keys=[keys.record_key(task_id), keys.history_key(task_id), keys.running_index_key()],
-            args=[task_id, rest_fragment(task_id, "null", CANCELLED_ERROR),
-                  conf.history_length(), conf.final_ttl(), keys.group_channel(task_id)])
+        revoked = event_args(EventDraft(task_id, State.REVOKED, error=CANCELLED_ERROR))
+        state, first = self._on(task_id).cancel(keys=revoked.keys, args=[revoked.argument])
         return CancelRequest(_text(state) or None, bool(int(first)))
 
     def delete(self, task_id: str) -> None:

@@ -7,9 +7,11 @@ costs more than the round trip itself on this hardware (see docs/BENCHMARKS.md,
 packs and sends EVALSHA on its own connection instead. Errors stay redis-py's
 (`ConnectionError`, `TimeoutError`), so the outbox treats them as before.
 
-Reading and writing the connection's socket (`_sock`) reaches into redis-py,
-so it is guarded (SCRIPT_RUNNER, progress/compat.py): on a redis-py the suite
-did not run with, the same calls go through redis-py's public client
+Reading and writing the connection's socket (`_sock`) reaches into redis-py:
+that part lives in progress/store/tuned/script_socket.py, guarded
+(SCRIPT_RUNNER, progress/compat.py; its self-test writes and reads a connected
+socket, progress/store/tuned/takeover_check.py). On a redis-py that no longer
+passes it, the same calls go through redis-py's public client
 (`evalsha`, a pipeline for `many`), one log line says so, and a published
 call costs about one client round trip more (docs/BENCHMARKS.md, "Publisher").
 """
@@ -25,43 +27,17 @@ import redis
 from redis.exceptions import NoScriptError
 
 from progress import compat
+from progress.store.resp import array_header, pack_bulk
+from progress.store.tuned.script_socket import CLIENT_NAME, SCRIPT_RUNNER, SocketCalls
 
 # Seconds a Redis connection may take to connect or answer (every TaskPulse client).
 SOCKET_TIMEOUT = 5.0
 
-try:
-    import hiredis
-
-    HAVE_HIREDIS = True
-except ImportError:  # optional: redis-py's own reply parsing is used instead
-    HAVE_HIREDIS = False
-
-READ_CHUNK = 65536
-CLIENT_NAME = "taskpulse-publisher"  # how the connection shows in CLIENT LIST
-CRLF = b"\r\n"
-# RESP length headers of the usual argument sizes, formatted once.
-_LENGTHS = [b"$%d\r\n" % size for size in range(8192)]
-_MAX_LISTED_LENGTH = len(_LENGTHS) - 1
 MAX_HEADS = 4096  # packed command heads kept: a few per task publishing in this process
 
 Arg = str | int | float | bytes
 Call = tuple[Sequence[str], Sequence[Arg], Sequence[Arg]]  # keys, args, leading
 
-SCRIPT_RUNNER = compat.Guard(
-    name="the publisher's direct EVALSHA",
-    fallback="published calls go through redis-py's client (evalsha, pipelines)",
-    distributions=("redis",),
-    requires=(
-        "redis.connection:ConnectionPool.from_url",
-        "redis.connection:ConnectionPool.make_connection",
-        "redis.connection:AbstractConnection.send_packed_command",
-        "redis.connection:AbstractConnection.send_command",
-        "redis.connection:AbstractConnection.read_response",
-        "redis.connection:AbstractConnection.disconnect",
-        "redis.exceptions:NoScriptError",
-    ),
-    assigns=(("redis.connection:AbstractConnection.connect_check_health", ("_sock",)),),
-)
 
 
 class ScriptRunner:
@@ -77,8 +53,7 @@ class ScriptRunner:
         # redis-py's connection methods are untyped; this class is their typed face.
         self._conn: Any = self._pool.make_connection()
         self._lock = threading.Lock()
-        self._reader: Any = None  # hiredis.Reader of the current socket
-        self._reader_sock: Any = None
+        self._socket = SocketCalls()  # the tuned path: EVALSHA on redis-py's socket
         self._heads: dict[tuple[tuple[str, ...], tuple[Arg, ...], int], bytes] = {}
         # The public path, when the guard is off: redis-py's client on the same pool.
         self._client: redis.Redis | None = (
@@ -118,14 +93,14 @@ class ScriptRunner:
         with self._lock:
             replies = [self._evalsha(packed[0])]
             conn = self._conn
-            self._send(conn, b"".join(packed[1:]))
+            self._socket.send(conn, b"".join(packed[1:]))
             # Read every reply before raising: one left unread would be taken for the
             # answer to the next call. Any other failure drops the connection.
             errors: list[redis.ResponseError] = []
             try:
                 for _ in packed[1:]:
                     try:
-                        replies.append(self._read(conn))
+                        replies.append(self._socket.read(conn))
                     except redis.ResponseError as exc:
                         errors.append(exc)
                         replies.append(exc)
@@ -138,56 +113,13 @@ class ScriptRunner:
 
     def _evalsha(self, packed: bytes) -> Any:
         conn = self._conn
-        self._send(conn, packed)
+        self._socket.send(conn, packed)
         try:
-            return self._read(conn)
+            return self._socket.read(conn)
         except NoScriptError:  # first call on this server, or after SCRIPT FLUSH / restart
             conn.send_command("SCRIPT", "LOAD", self._script)
             conn.read_response()
             return self._evalsha(packed)
-
-    def _send(self, conn: Any, packed: bytes) -> None:
-        sock = getattr(conn, "_sock", None)
-        if not HAVE_HIREDIS or sock is None:  # not connected yet: redis-py connects
-            conn.send_packed_command([packed], check_health=False)
-            return
-        try:
-            sock.sendall(packed)
-        except OSError as exc:
-            raise _dropped(conn, "sending to Redis", exc) from exc
-
-    def _read(self, conn: Any) -> Any:
-        """The reply, parsed by hiredis straight off the socket when it is installed.
-
-        redis-py's read_response() wraps its (hiredis) parser in several layers
-        that cost ~5 µs a call; redis-py still opens the socket (auth, db, TLS).
-        """
-        sock = getattr(conn, "_sock", None)
-        if not HAVE_HIREDIS or sock is None:
-            return conn.read_response()
-        reader = self._reader
-        if reader is None or self._reader_sock is not sock:
-            reader = self._reader = hiredis.Reader()
-            self._reader_sock = sock
-        reply = reader.gets()
-        try:
-            while reply is False:
-                data = sock.recv(READ_CHUNK)
-                if not data:
-                    raise redis.ConnectionError("Redis closed the connection")
-                reader.feed(data)
-                reply = reader.gets()
-        except redis.ConnectionError:
-            conn.disconnect()
-            raise
-        except OSError as exc:
-            raise _dropped(conn, "reading from Redis", exc) from exc
-        if isinstance(reply, hiredis.ReplyError):
-            message = str(reply)
-            if message.startswith("NOSCRIPT"):
-                raise NoScriptError(message)
-            raise redis.ResponseError(message)
-        return reply
 
     def _pack(self, keys: Sequence[str], leading: Sequence[Arg], args: Sequence[Arg]) -> bytes:
         # RESP by hand: redis-py's pack_command costs a fifth of the whole call here.
@@ -197,22 +129,14 @@ class ScriptRunner:
             if len(self._heads) >= MAX_HEADS:
                 self._heads.clear()
             head = self._heads[shape] = self._pack_head(*shape)
-        out = [head]
-        for value in args:
-            data = value.encode() if type(value) is str else _to_bytes(value)
-            size = len(data)
-            out += (_LENGTHS[size] if size <= _MAX_LISTED_LENGTH else b"$%d\r\n" % size,
-                    data, CRLF)
-        return b"".join(out)
+        return head + pack_bulk([value.encode() if type(value) is str else _to_bytes(value)
+                                 for value in args])
 
     def _pack_head(self, keys: tuple[str, ...], leading: tuple[Arg, ...], n_args: int) -> bytes:
         """EVALSHA, the sha, KEYS and the leading ARGV of a call with `n_args` more."""
         values = [_to_bytes(value) for value in (*keys, *leading)]
-        out = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (
-            len(values) + n_args + 3, self._sha_bytes, len(str(len(keys))), len(keys))]
-        for value in values:
-            out += (b"$%d\r\n" % len(value), value, CRLF)
-        return b"".join(out)
+        return array_header(len(values) + n_args + 3) + pack_bulk(
+            [b"EVALSHA", self._sha_bytes, str(len(keys)).encode(), *values])
 
     def _client_call(self, client: redis.Redis, keys: Sequence[str], leading: Sequence[Arg],
                      args: Sequence[Arg]) -> Any:
@@ -250,15 +174,3 @@ def _to_bytes(value: Arg) -> bytes:
     if isinstance(value, float):
         return repr(value).encode()
     return str(value).encode()
-
-
-def _dropped(conn: Any, doing: str, exc: OSError) -> redis.RedisError:
-    """Drop the connection (redis-py reconnects on the next call; the outbox decides
-    whether to retry) and say what failed as redis-py would.
-
-    try/except rather than a context manager: this wraps every published call,
-    and an unraised try costs nothing."""
-    conn.disconnect()
-    if isinstance(exc, TimeoutError):
-        return redis.TimeoutError(f"{doing} timed out: {exc}")
-    return redis.ConnectionError(f"{doing} failed: {exc}")

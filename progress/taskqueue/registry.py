@@ -7,18 +7,16 @@ never imports it.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from progress import conf
+from progress.process_state import ProcessSlot
 from progress.taskqueue.base import BoundTask, ProgressInfo, TaskQueue
 
 logger = logging.getLogger(__name__)
@@ -31,8 +29,12 @@ def default_paths() -> list[str]:
     return [CELERY_QUEUE] if importlib.util.find_spec("celery") is not None else []
 
 
-@functools.cache
 def enabled() -> tuple[TaskQueue, ...]:
+    """The integrations TASKPULSE_TASK_QUEUES enables, imported once per setting."""
+    return _enabled.get()
+
+
+def _import_enabled() -> tuple[TaskQueue, ...]:
     paths = conf.task_queues()
     queues: list[TaskQueue] = []
     for path in default_paths() if paths is None else paths:
@@ -49,10 +51,8 @@ def enabled() -> tuple[TaskQueue, ...]:
     return tuple(queues)
 
 
-@receiver(setting_changed)
-def _forget_enabled(setting: str = "", **_: Any) -> None:
-    if setting == "TASKPULSE_TASK_QUEUES":
-        enabled.cache_clear()
+_enabled: ProcessSlot[tuple[TaskQueue, ...]] = ProcessSlot(
+    _import_enabled, settings={"TASKPULSE_TASK_QUEUES"})
 
 
 def install() -> None:

@@ -1,8 +1,8 @@
 """HTTP API of PROTOCOL.md §6 and the health check (routed by progress/urls.py).
 
 Every answer is JSON, errors included: bad input is a 400, a client over its
-rate limit a 429 with Retry-After, and an unreachable Redis a 503, never
-Django's HTML error page.
+rate limit a 429 with Retry-After, and an unreachable Redis (or a task system's
+unreachable broker, for a start) a 503, never Django's HTML error page.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from django.views.decorators.http import require_GET, require_POST
 from progress.control import ratelimit, startable
 from progress.control.cancel import CancelOutcome, cancel
 from progress.control.clients import client_address
+from progress.control.refusals import Refusal, log_refusal
 from progress.publisher import store
 from progress.store.connections import sync_clients
-from progress.tokens import Permission, TokenError, issue_token, verify_token
+from progress.taskqueue.unavailable import QueueUnavailable
+from progress.tokens import WATCH_AND_CANCEL, Permission, TokenError, issue_token, verify_token
 from progress.wire.encoding import loads
 from progress.wire.errors import ErrorCode
 from progress.wire.ids import is_valid_task_id
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 BEARER = "Bearer "
 WS_PATH = "/ws/progress/"  # consumers.routing serves it
+# Retry-After (s) of a start refused because the task system's broker is down.
+QUEUE_RETRY_AFTER = 5
 
 View = Callable[..., HttpResponse]
 
@@ -112,8 +116,16 @@ def start_task(request: HttpRequest) -> HttpResponse:
     if refused is not None:
         return refused
     task_id = str(uuid.uuid4())
-    token = issue_token(task_id)
-    entry.start(args, kwargs, task_id)
+    # The caller started the task, so it may stop it: pages such as the demo
+    # offer a cancel button with this token.
+    token = issue_token(task_id, WATCH_AND_CANCEL)
+    try:
+        entry.start(args, kwargs, task_id)
+    except QueueUnavailable:
+        # Logged, and the task's record ended FAILURE, by entry.start.
+        return error_response(503, ErrorCode.UNAVAILABLE,
+                              f"{name} could not be sent: its task queue is unavailable; "
+                              "try again shortly", retry_after=QUEUE_RETRY_AFTER)
     return JsonResponse(
         {
             "task_id": task_id,
@@ -134,6 +146,7 @@ def _authorise(request: HttpRequest, task_id: str, needs: Permission) -> JsonRes
     try:
         verify_token(token, task_id, needs)
     except TokenError as exc:
+        log_refusal(Refusal.TOKEN, client_of(request), f"{exc} (task {task_id}, {needs.value})")
         return error_response(403, ErrorCode.FORBIDDEN, str(exc))
     return None
 

@@ -13,6 +13,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_CANCELLABLE = "not_cancellable"
     # HTTP only
+    BAD_REQUEST = "bad_request"  # a query the endpoint cannot read (unpaired task/token)
     BAD_ARGUMENTS = "bad_arguments"
     UNKNOWN_TASK = "unknown_task"
     NOT_FOUND = "not_found"

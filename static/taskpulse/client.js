@@ -2,10 +2,13 @@
  * TaskPulse browser client: one WebSocket per page carrying every watched task
  * (PROTOCOL.md §4). It reconnects with backoff, resumes each task from the last
  * seq it saw, and finds dead connections with ping/pong. Close codes that
- * retrying cannot fix stop it with an error instead. No dependencies.
+ * retrying cannot fix stop it with an error instead. When WebSocket handshakes
+ * are refused, it falls back to Server-Sent Events (sse-socket.js; option
+ * `transport`). No dependencies.
  */
 
 import { TaskSubscription, TaskError } from "./subscription.js";
+import { SseSocket, defaultSseUrl } from "./sse-socket.js";
 
 export { TaskSubscription, TaskError, FINAL_STATES, UNKNOWN } from "./subscription.js";
 
@@ -28,43 +31,64 @@ export const DEFAULTS = Object.freeze({
   connectTimeout: 10000, // a handshake that hangs longer is abandoned
   cancelTimeout: 10000, // no answer to `cancel` by then: reject
   idleTimeout: 30000, // close the socket this long after the last task ended
-  tryAgainLaterDelay: 30000, // after 1013: wait this long plus up to as much again
+  tryAgainLaterDelay: 30000, // after 4013/4029 (1013): wait this long plus up to as much again
   refusedHandshakes: 5, // this many handshakes in a row closed before opening: refused
+  // "auto": WebSocket, and Server-Sent Events once handshakes are refused;
+  // "websocket" or "sse": that one only.
+  transport: "auto",
+  sseUrl: null, // null: <meta name="taskpulse-sse-url">, else /api/events/
 });
+
+export const TRANSPORTS = Object.freeze(["auto", "websocket", "sse"]);
 
 const SOCKET_OPEN = 1; // WebSocket.OPEN, without needing the global in tests
 
-// RFC 6455 close codes the client tells apart. PROTOCOL.md §4 defines no 4xxx
-// codes, so every other code (1001 going away, 1011, 1012 service restart, a
-// 1006 drop after the socket had opened) is a blip: reconnect with backoff.
+// Close codes the client tells apart (PROTOCOL.md §4). Revision 2 of the
+// protocol closes with 4xxx codes, one meaning each; revision 1's 1003, 1008,
+// 1009 and 1013 are still understood, so an older server keeps working. Every
+// other code (1001 going away, 1011, 1012 service restart, a 1006 drop after
+// the socket had opened) is a blip: reconnect with backoff.
 const CLOSE_NORMAL = 1000;
-const CLOSE_UNSUPPORTED_DATA = 1003;
 const CLOSE_ABNORMAL = 1006; // no close frame: a network failure, or a refused handshake
-const CLOSE_POLICY_VIOLATION = 1008; // PROTOCOL.md §4: kept flooding after rate_limited
-const CLOSE_MESSAGE_TOO_BIG = 1009; // PROTOCOL.md §4: a frame over the size limit
-const CLOSE_TRY_AGAIN_LATER = 1013; // the server is at capacity
+const CLOSE_FLOODING = 4008; // kept sending after rate_limited
+const CLOSE_MESSAGE_TOO_BIG = 4009; // a frame over the size limit
+const CLOSE_SLOW_READER = 4010; // left frames unread too long: resume after a pause
+const CLOSE_TRY_AGAIN_LATER = 4013; // the server is at capacity
+const CLOSE_TOO_MANY_SOCKETS = 4029; // too many sockets from this address
 
+const FLOODING = {
+  code: "policy_violation",
+  message: "The server closed the connection for a policy violation (too many messages).",
+};
+const MESSAGE_TOO_BIG = {
+  code: "message_too_big",
+  message: "The server closed the connection: a message was larger than it accepts.",
+};
 // The server closed us for what this page sent: the same page would be closed
 // again, so reconnecting only loads the server. Stop and say why.
 const FINAL_CLOSES = new Map([
-  [CLOSE_UNSUPPORTED_DATA, {
+  [CLOSE_FLOODING, FLOODING],
+  [CLOSE_MESSAGE_TOO_BIG, MESSAGE_TOO_BIG],
+  // Revision 1 (1008 also meant a slow reader or a socket cap: stopping is
+  // what revision-1 clients did, and the safe reading of an ambiguous code).
+  [1003, {
     code: "unsupported_data",
     message: "The server closed the connection: it cannot accept what this page sent.",
   }],
-  [CLOSE_POLICY_VIOLATION, {
-    code: "policy_violation",
-    message: "The server closed the connection for a policy violation (too many messages).",
-  }],
-  [CLOSE_MESSAGE_TOO_BIG, {
-    code: "message_too_big",
-    message: "The server closed the connection: a message was larger than it accepts.",
-  }],
+  [1008, FLOODING],
+  [1009, MESSAGE_TOO_BIG],
 ]);
+// "Come back later": a long wait (tryAgainLaterDelay plus jitter), then reconnect.
+const LATER_CLOSES = new Set([CLOSE_TRY_AGAIN_LATER, CLOSE_TOO_MANY_SOCKETS, 1013]);
 // A browser reports a refused handshake (HTTP 403: origin not allowed) only
-// as a 1006 close before `open`, exactly like an unreachable server.
+// as a 1006 close before `open`, exactly like a server with no WebSocket
+// endpoint at this address (HTTP 404) or one that is unreachable.
 const HANDSHAKE_REFUSED = {
   code: "connection_refused",
-  message: "The server refused the connection (is this site's origin in its allowed hosts?).",
+  message: "The server refused the WebSocket connection: either this site's origin is not "
+    + "in its allowed hosts, or no WebSocket server answers at this address (runserver "
+    + "without daphne, or a proxy that does not pass WebSocket upgrades). See "
+    + "Troubleshooting in TaskPulse's docs/INTEGRATION.md.",
 };
 const RELOAD_HINT = "Reload the page to try again.";
 
@@ -79,7 +103,7 @@ export function backoffDelay(attempt, minDelay, maxDelay, random = Math.random) 
   return Math.floor(random() * cap);
 }
 
-/** After 1013: at least `base`, plus up to `base` of jitter so a crowd of clients spreads out. */
+/** After 4013/4029: at least `base`, plus up to `base` of jitter so a crowd of clients spreads out. */
 export function tryAgainLaterDelay(base, random = Math.random) {
   return base + Math.floor(random() * base);
 }
@@ -103,6 +127,9 @@ export class TaskPulseClient extends EventTarget {
     super();
     this.options = { ...DEFAULTS, ...options };
     this.url = this.options.url ?? defaultUrl();
+    this.sseUrl = this.options.sseUrl ?? defaultSseUrl();
+    /** What carries the frames now: "websocket" or "sse". */
+    this.transport = this.options.transport === "sse" ? "sse" : "websocket";
     this.status = Status.IDLE;
     /** task id -> TaskSubscription, for tasks still being watched (not final). */
     this.subscriptions = new Map();
@@ -129,13 +156,17 @@ export class TaskPulseClient extends EventTarget {
    * other options apply from their next use.
    */
   configure(options = {}) {
-    const previousUrl = this.url;
+    const previous = [this.url, this.sseUrl, this.transport];
     this.options = { ...this.options, ...options };
     this.url = this.options.url ?? defaultUrl();
+    this.sseUrl = this.options.sseUrl ?? defaultSseUrl();
+    if (options.transport !== undefined) {
+      this.transport = this.options.transport === "sse" ? "sse" : "websocket";
+    }
     if (this.options.pingInterval !== this._pingEvery && this._timers.ping !== undefined) {
       this._startPinging();
     }
-    if (this.url === previousUrl) return;
+    if ([this.url, this.sseUrl, this.transport].every((value, i) => value === previous[i])) return;
     this._everOpened = false; // another server: its refusals are counted afresh
     this._refusals = 0;
     if (this._socket !== null || this.status === Status.RECONNECTING) this._restart();
@@ -244,7 +275,7 @@ export class TaskPulseClient extends EventTarget {
     }
     this._setStatus(Status.CONNECTING);
     this._heard = false;
-    const socket = new WebSocket(this.url);
+    const socket = this.transport === "sse" ? new SseSocket(this.sseUrl) : new WebSocket(this.url);
     this._socket = socket;
     // A hang is not a refusal: it is retried like a drop, however often.
     this._setTimer("connect", () => this._lost(socket), this.options.connectTimeout);
@@ -270,15 +301,22 @@ export class TaskPulseClient extends EventTarget {
   }
 
   /** The server (or the browser, for a failed handshake) closed the socket: why? */
-  _onClose(socket, { code, reason } = {}) {
+  _onClose(socket, { code, reason, refused = false } = {}) {
     if (socket !== this._socket) return;
     const final = FINAL_CLOSES.get(code);
     if (final !== undefined) {
       this._fail(connectionError(final, reason), code);
-    } else if (code === CLOSE_TRY_AGAIN_LATER) {
+    } else if (LATER_CLOSES.has(code)) {
       // The server asked for it: a much longer wait than a blip's backoff.
       this._lost(socket, tryAgainLaterDelay(this.options.tryAgainLaterDelay));
-    } else if (this._refusedTooOften(code)) {
+    } else if (code === CLOSE_SLOW_READER) {
+      // This page fell behind (a busy tab, a slow link): resume after a pause
+      // of at least minDelay, growing like any other reconnect.
+      this._lost(socket, this.options.minDelay
+        + backoffDelay(this._attempt, this.options.minDelay, this.options.maxDelay));
+    } else if (refused || this._refusedTooOften(code)) {
+      // `refused`: the Server-Sent Events fallback was refused too (sse-socket.js).
+      if (!refused && this._fallBackToSse(socket)) return;
       this._fail(connectionError(HANDSHAKE_REFUSED, reason), code);
     } else {
       this._lost(socket);
@@ -295,6 +333,16 @@ export class TaskPulseClient extends EventTarget {
     if (this._everOpened || code !== CLOSE_ABNORMAL) return false;
     this._refusals += 1;
     return this._refusals >= this.options.refusedHandshakes;
+  }
+
+  /** WebSockets are refused: carry on over Server-Sent Events, unless told not to. */
+  _fallBackToSse(socket) {
+    if (this.options.transport !== "auto" || this.transport === "sse") return false;
+    this.transport = "sse";
+    this._refusals = 0;
+    this._attempt = 0;
+    this._lost(socket, 0);
+    return true;
   }
 
   /** The socket closed, timed out or stopped answering: forget it and plan the next try. */

@@ -23,6 +23,42 @@ export const STATE_LABELS = {
 
 const MAX_RESULT_CHARS = 300; // a result may be 64 KiB: show its start, not a wall of text
 
+/** Seconds in PENDING before the element suggests why no worker has reported the task. */
+export const QUEUED_HINT_AFTER = 30;
+
+// Where a newcomer finds each cause explained (the docs ship with the package).
+const TROUBLESHOOTING = "See \"Troubleshooting\" in TaskPulse's docs/INTEGRATION.md.";
+
+// taskpulse.css sets this on every <task-progress>; a page that styles the
+// element without that file sets it too, to say the look is taken care of.
+const STYLESHEET_MARKER = "--taskpulse-stylesheet";
+
+export const STYLESHEET_MISSING =
+  "TaskPulse's stylesheet (taskpulse/taskpulse.css) did not load, so this bar is unstyled: " +
+  "check that your server serves it as text/css (the browser's console shows a 404 or a " +
+  "refused MIME type). See \"Static files\" in TaskPulse's docs/INTEGRATION.md.";
+
+/** A task still PENDING `seconds` after the element saw it queued. */
+export function queuedHint(seconds) {
+  return `Still queued after ${seconds} s. If a worker has taken this task, that worker may be ` +
+    "running without TaskPulse (no \"progress\" app in its INSTALLED_APPS) or on another Redis " +
+    "database or key prefix than this site (TASKPULSE_REDIS_URL, TASKPULSE_KEY_PREFIX); " +
+    `otherwise no worker consumes its queue. ${TROUBLESHOOTING}`;
+}
+
+/**
+ * Why the client stopped with connection_refused. A browser reports a 404 (no
+ * WebSocket server at that address) exactly as a 403 (origin refused), so the
+ * element names both, with the address it tried.
+ */
+export function refusedHint(url) {
+  return `The server refused the connection to ${url}. Either nothing serves TaskPulse's ` +
+    "WebSocket there (HTTP 404: a WSGI server such as gunicorn, runserver without \"daphne\" " +
+    "in INSTALLED_APPS, or an asgi.py that does not route \"websocket\"), or this page's " +
+    "origin is not in its allowed hosts (HTTP 403); the server's log tells which. " +
+    `${TROUBLESHOOTING} Reload the page to try again.`;
+}
+
 let nextId = 0;
 
 /** "45 s left", "3 min 5 s left", "2 h 4 min left". */
@@ -57,7 +93,7 @@ function part(tag, className, attributes = {}) {
 }
 
 export class TaskProgressElement extends HTMLElement {
-  static observedAttributes = ["task-id", "token", "cancellable", "label"];
+  static observedAttributes = ["task-id", "token", "cancellable", "label", "queued-hint-after"];
 
   constructor() {
     super();
@@ -67,6 +103,7 @@ export class TaskProgressElement extends HTMLElement {
     this._listening = null; // AbortController for the current subscription's listeners
     this._parts = null;
     this._cancelling = false;
+    this._queuedTimer = null; // shows the queued hint: see _followQueued
   }
 
   /** The latest task object (PROTOCOL.md §3), or null before the first frame. */
@@ -85,7 +122,9 @@ export class TaskProgressElement extends HTMLElement {
    * module still get to configure() the shared client first.
    */
   get client() {
-    this._client ??= sharedClient();
+    // transport="auto" | "websocket" | "sse": the page's shared client's (client.js).
+    const transport = this.getAttribute("transport");
+    this._client ??= sharedClient(transport ? { transport } : undefined);
     return this._client;
   }
 
@@ -124,6 +163,12 @@ export class TaskProgressElement extends HTMLElement {
     return this.getAttribute("token") ?? "";
   }
 
+  /** Seconds in PENDING before the queued hint shows (queued-hint-after; 0: never). */
+  get queuedHintAfter() {
+    const value = Number.parseFloat(this.getAttribute("queued-hint-after") ?? "");
+    return Number.isFinite(value) && value >= 0 ? value : QUEUED_HINT_AFTER;
+  }
+
   /** Cancellable unless cancellable="false" or there is no token to cancel with. */
   get cancellable() {
     return this.token !== "" && this.getAttribute("cancellable") !== "false";
@@ -136,11 +181,13 @@ export class TaskProgressElement extends HTMLElement {
 
   disconnectedCallback() {
     this._unwatch();
+    this._stopQueuedTimer();
   }
 
   attributeChangedCallback(name, oldValue, newValue) {
     if (oldValue === newValue || this._parts === null) return;
     if (name === "label") this._parts.name.textContent = this._label();
+    if (name === "queued-hint-after") this._stopQueuedTimer(); // restarted with the new delay
     if ((name === "task-id" || name === "token") && this.isConnected) {
       this._unwatch();
       this._watch();
@@ -161,6 +208,8 @@ export class TaskProgressElement extends HTMLElement {
       eta: part("span", "taskpulse-eta"),
       message: part("p", "taskpulse-message", { id: `${id}-message`, "aria-live": "polite" }),
       outcome: part("p", "taskpulse-outcome", { "aria-live": "polite" }),
+      hint: part("p", "taskpulse-hint", { "aria-live": "polite" }),
+      warning: part("p", "taskpulse-warning"),
       cancel: part("button", "taskpulse-cancel", { type: "button" }),
     };
     parts.cancel.textContent = "Cancel";
@@ -172,11 +221,24 @@ export class TaskProgressElement extends HTMLElement {
     figures.append(parts.percent, parts.eta);
     const foot = part("div", "taskpulse-foot");
     foot.append(parts.message, parts.cancel);
-    // Replaces server-rendered fallback content ("Loading…") with the live parts.
-    this.replaceChildren(head, parts.bar, figures, foot, parts.outcome);
+    // Replaces server-rendered fallback content ("Loading…" and its hint) with the live parts.
+    this.replaceChildren(head, parts.bar, figures, foot, parts.outcome, parts.hint, parts.warning);
     this._parts = parts;
     parts.name.textContent = this._label();
     this._render();
+    this._checkStylesheet();
+  }
+
+  /** Say so when the script runs but taskpulse.css never applied (404, wrong MIME type). */
+  _checkStylesheet() {
+    const check = () => {
+      if (getComputedStyle(this).getPropertyValue(STYLESHEET_MARKER).trim() !== "") return;
+      this.dataset.warning = "stylesheet";
+      this._parts.warning.textContent = STYLESHEET_MISSING;
+    };
+    // Stylesheets still loading have not applied yet: judge once the page has loaded.
+    if (document.readyState === "complete") check();
+    else window.addEventListener("load", check, { once: true });
   }
 
   _label() {
@@ -233,7 +295,35 @@ export class TaskProgressElement extends HTMLElement {
   _showError({ code, detail }) {
     this.dataset.error = code ?? "error";
     this._render(); // a refusal may have ended the subscription: no cancel button then
-    this._parts.outcome.textContent = detail || code;
+    this._parts.outcome.textContent =
+      code === "connection_refused" ? refusedHint(this.client.url) : detail || code;
+  }
+
+  /**
+   * While the task is PENDING, start the clock for the queued hint; any other
+   * state stops it and takes the hint away. A STARTED that never comes is all a
+   * browser can see of a worker that records nothing.
+   */
+  _followQueued(state) {
+    if (state !== "PENDING" || this._subscription === null || this._subscription.ended) {
+      this._stopQueuedTimer();
+      return;
+    }
+    const seconds = this.queuedHintAfter;
+    if (this._queuedTimer !== null || seconds === 0 || this.dataset.hint === "queued") return;
+    this._queuedTimer = setTimeout(() => {
+      this._queuedTimer = null;
+      this.dataset.hint = "queued";
+      this._parts.hint.textContent = queuedHint(seconds);
+    }, seconds * 1000);
+  }
+
+  _stopQueuedTimer() {
+    clearTimeout(this._queuedTimer);
+    this._queuedTimer = null;
+    if (this.dataset.hint === undefined || this._parts === null) return;
+    delete this.dataset.hint;
+    this._parts.hint.textContent = "";
   }
 
   _render() {
@@ -246,6 +336,7 @@ export class TaskProgressElement extends HTMLElement {
 
     this.dataset.state = state;
     this.toggleAttribute("data-final", final);
+    this._followQueued(state);
     stateLabel.textContent = STATE_LABELS[state] ?? state;
     name.textContent = this._label();
     this._renderBar(bar, progress, state, final);

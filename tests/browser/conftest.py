@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +32,11 @@ ACTION_TIMEOUT_MS = 15_000
 STATIC_PROBE = "/static/taskpulse/task-progress.js"
 
 
-# Module scope, not session: Playwright's sync API keeps its own event loop
-# running while it is open, which would break the suite's async tests.
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium per test module."""
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium, closed on exit; skips the test when there is none.
+    Playwright's sync API keeps its own event loop running while it is open:
+    open it in sync tests only, and close it before async ones run."""
     if not CHROMIUM.exists():
         pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium")
     sync_api = pytest.importorskip(
@@ -49,6 +50,14 @@ def browser() -> Iterator[Browser]:
             yield launched
         finally:
             launched.close()
+
+
+# Module scope, not session: Playwright's event loop would break the suite's async tests.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per test module."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="session")

@@ -66,10 +66,13 @@ def run(page: Page, body: str, options: dict[str, Any] | None = None) -> Any:
 # -- 1. close codes -------------------------------------------------------------
 
 @pytest.mark.parametrize(("close_code", "code"), [
+    (4008, "policy_violation"), (4009, "message_too_big"),
+    # revision 1 of PROTOCOL.md §4: still understood
     (1008, "policy_violation"), (1003, "unsupported_data"), (1009, "message_too_big"),
 ])
 def test_final_close_codes_stop_with_an_error(harness: Page, close_code: int, code: str) -> None:
-    """1008, 1003 and 1009 would come again on a new socket: no reconnect, an error instead."""
+    """4008 and 4009 (1008, 1003, 1009) would come again on a new socket: no reconnect,
+    an error instead."""
     outcome = run(harness, f"""
       const sub = client.subscribe("a", "tok");
       const errors = [];
@@ -90,14 +93,16 @@ def test_final_close_codes_stop_with_an_error(harness: Page, close_code: int, co
     assert outcome["watched"] == 0
 
 
-def test_try_again_later_waits_at_least_30_s(harness: Page) -> None:
-    """1013 (server at capacity) waits 30-60 s, not the 20-40 ms backoff of a blip."""
-    outcome = run(harness, """
+@pytest.mark.parametrize("close_code", [4013, 4029, 1013])
+def test_try_again_later_waits_at_least_30_s(harness: Page, close_code: int) -> None:
+    """4013 (server at capacity), 4029 (too many sockets from this address) and
+    revision 1's 1013 wait 30-60 s, not the 20-40 ms backoff of a blip."""
+    outcome = run(harness, f"""
       client.subscribe("a", "tok");
       FakeSocket.last().serverOpen();
-      FakeSocket.last().serverClose(1013, "at capacity");
+      FakeSocket.last().serverClose({close_code}, "at capacity");
       await pause(300);
-      return { sockets: FakeSocket.all.length, status: client.status, last: events.at(-1) };
+      return {{ sockets: FakeSocket.all.length, status: client.status, last: events.at(-1) }};
     """)
     assert (outcome["sockets"], outcome["status"]) == (1, "reconnecting")
     assert 30_000 <= outcome["last"]["delay"] < 60_000
@@ -105,7 +110,27 @@ def test_try_again_later_waits_at_least_30_s(harness: Page) -> None:
     assert bounds == [30_000, 45_000, 59_997]
 
 
-@pytest.mark.parametrize("close_code", [1012, 1001, 1011, 1006])
+def test_slow_reader_cut_resumes_after_a_pause(harness: Page) -> None:
+    """4010 (this page left frames unread too long) is not final: the client waits at
+    least minDelay, reconnects and resumes from the last seq it saw."""
+    outcome = run(harness, """
+      client.subscribe("a", "tok");
+      FakeSocket.last().serverOpen();
+      const running = taskObject("a", { seq: 7, state: "PROGRESS" });
+      FakeSocket.last().serverSend({ type: "snapshot", ...running });
+      FakeSocket.last().serverClose(4010, "slow reader");
+      const waiting = { status: client.status, delay: events.at(-1).delay };
+      await waitFor(() => FakeSocket.all.length === 2);
+      FakeSocket.last().serverOpen();
+      return { waiting, minDelay: client.options.minDelay, error: client.error,
+               sent: FakeSocket.last().sent };
+    """)
+    assert outcome["waiting"]["status"] == "reconnecting" and outcome["error"] is None
+    assert outcome["waiting"]["delay"] >= outcome["minDelay"]
+    assert outcome["sent"][0]["since"] == 7
+
+
+@pytest.mark.parametrize("close_code", [1012, 1001, 1011, 1006, 4011])
 def test_restart_and_blips_reconnect_with_backoff(harness: Page, close_code: int) -> None:
     """1012 (service restart) and other closes after an open reconnect and resume as before."""
     outcome = run(harness, f"""
@@ -149,7 +174,12 @@ def test_repeatedly_refused_handshake_stops_with_an_error(harness: Page) -> None
     """)
     assert (outcome["sockets"], outcome["status"]) == (5, "failed")
     assert outcome["rejected"][0] == "connection_refused"
-    assert "refused the connection" in outcome["rejected"][1]
+    # The browser cannot tell an origin refusal (403) from no WebSocket server (404):
+    # the message names both, and where to read more.
+    message = outcome["rejected"][1]
+    assert "refused the WebSocket connection" in message
+    assert "allowed hosts" in message and "no WebSocket server" in message
+    assert "Troubleshooting" in message
 
 
 def test_a_server_that_once_accepted_is_never_given_up(harness: Page) -> None:

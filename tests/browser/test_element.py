@@ -147,7 +147,7 @@ def test_server_rendered_element_subscribes_with_its_token(harness: Page) -> Non
     """A page rendered with the template tags upgrades the element and subscribes with its token."""
     html = Template(
         "{% load taskpulse %}<!doctype html><head>{% taskpulse_scripts %}</head>"
-        "<body>{% task_progress 't1' label='Export' %}</body>"
+        "<body>{% task_progress 't1' cancellable=True label='Export' %}</body>"
     ).render(Context())
 
     def serve(route: Route) -> None:

@@ -20,22 +20,33 @@ def token_in(html: str) -> str:
     return found.group(1)
 
 
-def test_task_progress_renders_element_with_fresh_token() -> None:
-    """`{% task_progress task_id %}` renders the element with a token to watch and cancel."""
+def test_task_progress_renders_a_watch_only_element_by_default() -> None:
+    """`{% task_progress task_id %}` renders the element with a token that watches but
+    cannot cancel, and no cancel button: a leaked page or link cannot stop the task."""
     html = render("{% task_progress task_id %}", task_id="abc-123")
     assert html.startswith('<task-progress task-id="abc-123" token="')
-    assert "cancellable" not in html
+    assert 'cancellable="false"' in html
     token = token_in(html)
-    assert verify_token(token, "abc-123", Permission.CANCEL).task_id == "abc-123"
+    assert verify_token(token, "abc-123", Permission.WATCH).task_id == "abc-123"
+    with pytest.raises(TokenError, match="cancel"):
+        verify_token(token, "abc-123", Permission.CANCEL)
 
 
-def test_task_progress_watch_only() -> None:
-    """`cancellable=False` renders no cancel button and a token that cannot cancel."""
-    html = render('{% task_progress "abc" cancellable=False label="Export" %}')
-    assert 'cancellable="false"' in html and 'label="Export"' in html
-    verify_token(token_in(html), "abc", Permission.WATCH)
-    with pytest.raises(TokenError):
-        verify_token(token_in(html), "abc", Permission.CANCEL)
+def test_task_progress_cancellable_when_the_page_asks() -> None:
+    """`cancellable=True` shows the cancel button, with a token that may cancel."""
+    html = render('{% task_progress "abc" cancellable=True label="Export" %}')
+    assert "cancellable" not in html and 'label="Export"' in html
+    assert verify_token(token_in(html), "abc", Permission.CANCEL).task_id == "abc"
+
+
+def test_task_progress_says_why_until_the_element_runs() -> None:
+    """The rendered tag carries a hint naming the script to check, replaced by the bar
+    when the script runs; `queued_hint_after` becomes the element's attribute."""
+    html = render("{% task_progress 'abc' queued_hint_after=60 %}")
+    assert 'queued-hint-after="60"' in html
+    assert "If this text stays, the progress bar's script did not run" in html
+    assert "/static/taskpulse/task-progress.js" in html and "{% taskpulse_scripts %}" in html
+    assert "<noscript>" in html
 
 
 def test_task_progress_rejects_bad_id() -> None:

@@ -38,7 +38,7 @@ BACKPORT = "django_tasks"  # must not be importable: Django's own framework runs
 
 SITE_PACKAGE = "d6site"
 STEPS = 4
-STEP_SECONDS = 0.15  # longer than PROGRESS_MIN_INTERVAL: every step is published
+STEP_SECONDS = 0.15  # longer than TASKPULSE_MIN_INTERVAL: every step is published
 FAILURE_MESSAGE = "gave up after {n} items"
 WATCH_TIMEOUT = 60.0
 

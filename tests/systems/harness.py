@@ -29,8 +29,8 @@ from tests.client import Http, Ws, connect
 
 SETTINGS = "tests.systems.settings"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-STALL_TIMEOUT = 3.0  # PROGRESS_STALL_TIMEOUT of the stack: LOST comes quickly
-CANCEL_GRACE = 1.0  # PROGRESS_CANCEL_GRACE: a cancelled task that ignores it is terminated
+STALL_TIMEOUT = 3.0  # TASKPULSE_STALL_TIMEOUT of the stack: LOST comes quickly
+CANCEL_GRACE = 1.0  # TASKPULSE_CANCEL_GRACE: a cancelled task that ignores it is terminated
 WATCH_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 
@@ -44,10 +44,10 @@ def system_env(prefix: str, database: Path, **extra: str) -> dict[str, str]:
         "TASKPULSE_DEMO_DB": str(database),
         "TASKPULSE_SYSTEMS": "celery,django_q,django_tasks",
         "TASKPULSE_Q_WORKERS": "1",
-        "PROGRESS_STALL_TIMEOUT": repr(STALL_TIMEOUT),
-        "PROGRESS_CANCEL_GRACE": repr(CANCEL_GRACE),
-        "PROGRESS_START_RATE": "0",
-        "PROGRESS_CANCEL_RATE": "0",
+        "TASKPULSE_STALL_TIMEOUT": repr(STALL_TIMEOUT),
+        "TASKPULSE_CANCEL_GRACE": repr(CANCEL_GRACE),
+        "TASKPULSE_START_RATE": "0",
+        "TASKPULSE_CANCEL_RATE": "0",
         "REDIS_URL": REDIS_URL,
     })
     env.update(extra)

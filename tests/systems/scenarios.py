@@ -60,7 +60,7 @@ def failure_has_type_and_message(stack: SystemStack, system: System) -> None:
     assert_contiguous(frames)
     final = frames[-1]
     assert final["state"] == "FAILURE"
-    # Type and message only: no traceback unless PROGRESS_SEND_TRACEBACK allows it.
+    # Type and message only: no traceback unless TASKPULSE_SEND_TRACEBACK allows it.
     assert final["error"] == {"type": "ValueError", "message": "failed at step 2"}
     assert final["progress"]["current"] == 1
 

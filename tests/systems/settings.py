@@ -8,9 +8,9 @@ import os
 
 from project.demo.systems import settings_for
 from project.settings import *  # noqa: F403
-from project.settings import INSTALLED_APPS, PROGRESS_KEY_PREFIX, REDIS_SERVERS
+from project.settings import INSTALLED_APPS, REDIS_SERVERS, TASKPULSE_KEY_PREFIX
 
-globals().update(settings_for(INSTALLED_APPS, REDIS_SERVERS[0], PROGRESS_KEY_PREFIX))
+globals().update(settings_for(INSTALLED_APPS, REDIS_SERVERS[0], TASKPULSE_KEY_PREFIX))
 INSTALLED_APPS = [*globals()["INSTALLED_APPS"], "tests.systems"]
 
 if os.environ.get("TASKPULSE_TEST_Q_ORM"):
@@ -18,3 +18,7 @@ if os.environ.get("TASKPULSE_TEST_Q_ORM"):
     Q_CLUSTER = {key: value for key, value in globals()["Q_CLUSTER"].items() if key != "redis"}
     Q_CLUSTER.update({"orm": "default", "retry": 2, "timeout": 1, "max_attempts": 2,
                       "poll": 0.1})
+
+if os.environ.get("TASKPULSE_TEST_Q_REDIS"):
+    # Django-Q2's broker on a Redis of its own (tests/test_start_broker.py: one that is down).
+    Q_CLUSTER = {**globals()["Q_CLUSTER"], "redis": os.environ["TASKPULSE_TEST_Q_REDIS"]}

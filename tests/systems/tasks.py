@@ -75,3 +75,43 @@ if systems.DJANGO_TASKS in systems.active_systems():
         # track(context) and track() name the same task (TaskPulse's id).
         result["context_id"] = track(context).task_id
         return result
+
+
+# -- issue 15: a start request's arguments reach the function and nothing else -------
+
+# The file leave_trace appends to (the stack's environment names it).
+TRACE_ENV = "TASKPULSE_TEST_TRACE"
+TRACE = "tests.systems.tasks.leave_trace"
+
+
+def leave_trace(*args: Any, **kwargs: Any) -> None:
+    """Importable, never startable: a start request that makes a task system call it
+    (as a hook, a chain's next task, a link) leaves a line with this process's id."""
+    with open(os.environ[TRACE_ENV], "a") as trace:
+        trace.write(f"{os.getpid()}\n")
+
+
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """What the function got, and the process it ran in."""
+    return {"pid": os.getpid(), "args": list(args), "kwargs": kwargs}
+
+
+if systems.DJANGO_Q in systems.active_systems():
+    q_echo = startable(allow=anyone)(q_task(echo, name="tests.echo.django_q"))
+
+
+if systems.DJANGO_TASKS in systems.active_systems():
+
+    @startable(allow=anyone)
+    @task()
+    def echo_task(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return echo(*args, **kwargs)
+
+
+if systems.CELERY in systems.active_systems():
+    from celery import shared_task
+
+    @startable(allow=anyone)
+    @shared_task(name="tests.echo.celery")
+    def echo_celery(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return echo(*args, **kwargs)

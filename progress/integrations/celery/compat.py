@@ -1,11 +1,12 @@
-"""Celery internals the integration relies on, behind a version guard
-(progress/compat.py): the current task and app without Celery's thread-following
-proxies, and the backend's result meta, which the AsyncResult mirror writes
-itself in the record script's round trip.
+"""Celery internals the integration relies on, behind a guard (progress/compat.py:
+their attributes and the signatures of the calls made): the current task and
+app without Celery's thread-following proxies, and the backend's result meta,
+which the AsyncResult mirror writes itself in the record script's round trip.
 
-Outside the tested Celery/kombu releases, or with any of them gone, the public
-paths run: the `current_task`/`current_app` proxies, and the mirror through the
-backend's own `store_result` (one more round trip per mirrored call).
+When a release removed or changed any of them (or TASKPULSE_UNTESTED names
+celery or kombu), the public paths run: the `current_task`/`current_app`
+proxies, and the mirror through the backend's own `store_result` (one more
+round trip per mirrored call).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ CELERY_STATE = compat.Guard(
         "celery._state:get_current_task",
         "celery._state:get_current_app",
         "celery.backends.base:BaseBackend._get_result_meta",
+    ),
+    calls=(
+        ("celery._state:get_current_task", ""),
+        ("celery._state:get_current_app", ""),
+        # progress/integrations/celery/interop.py builds the meta with these keywords
+        ("celery.backends.base:BaseBackend._get_result_meta",
+         "self, result=, state=, traceback=, request="),
     ),
 )
 

@@ -23,27 +23,27 @@ from __future__ import annotations
 import functools
 import logging
 import numbers
-import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from celery import Task, signals
 from celery.backends.base import DisabledBackend
 from celery.backends.redis import RedisBackend
 from celery.states import ALL_STATES
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from redis.connection import parse_url
 
 from progress import conf
 from progress.integrations.celery.compat import current_app, result_meta_is_ours_to_write
 from progress.integrations.celery.signals import is_tracked
+from progress.process_state import ProcessSlot
 from progress.publisher import KEEP, Keep, TaskCancelled, publish, track
 from progress.store import lua, shards
 from progress.store.records import EventDraft, ResultWrite, result_write_offer
 from progress.store.script_runner import ScriptRunner
 from progress.wire.encoding import dumps, encode_json_value, safe_repr
+from progress.wire.event_json import progress_info, progress_json
 from progress.wire.states import State
 from progress.wire.types import ErrorInfo
 
@@ -95,7 +95,7 @@ def store_progress(task: Any, task_id: str, info: ProgressMeta) -> None:
             return
         if write is not None:
             try:
-                value = write.before + dumps(info) + write.after
+                value = write.before + _progress_info(info) + write.after
             except (TypeError, ValueError):  # meta only Celery's encoder takes (a datetime)
                 value = _encoded(backend, task_id, info, request)
         else:
@@ -106,18 +106,28 @@ def store_progress(task: Any, task_id: str, info: ProgressMeta) -> None:
                        task_id, exc_info=True)
 
 
-# id(backend) -> (the backend, (its shard, that shard's URL) or None when not ours)
-_direct: dict[int, tuple[Any, tuple[int, str] | None]] = {}
-# (id(backend), task id, from another thread, children) -> the write, or None when
-# Celery's meta around the result is not plain JSON
-_writes: dict[tuple[int, str, bool, int], ResultWrite | None] = {}
-_runners: dict[int, ScriptRunner] = {}
+@dataclass(slots=True)
+class _MirrorState:
+    """What this process learnt about its result backends, for the shards configured
+    (process_state.py: a forked child and a change of the shards start afresh)."""
+
+    # id(backend) -> (the backend, (its shard, that shard's URL) or None when not ours)
+    direct: dict[int, tuple[Any, tuple[int, str] | None]] = field(default_factory=dict)
+    # (id(backend), task id, from another thread, children) -> the write, or None when
+    # Celery's meta around the result is not plain JSON
+    writes: dict[tuple[int, str, bool, int], ResultWrite | None] = field(default_factory=dict)
+    # shard URL -> the MIRROR script on this process's own connection to it
+    runners: dict[str, ScriptRunner] = field(default_factory=dict)
+
+
+_state: ProcessSlot[_MirrorState] = ProcessSlot(_MirrorState, settings=shards.SETTINGS)
 
 
 def _direct_target(backend: Any) -> tuple[int, str] | None:
-    cached = _direct.get(id(backend))
+    direct = _state.get().direct
+    cached = direct.get(id(backend))
     if cached is None or cached[0] is not backend:
-        cached = _direct[id(backend)] = (backend, _our_shard_of(backend))
+        cached = direct[id(backend)] = (backend, _our_shard_of(backend))
     return cached[1]
 
 
@@ -129,13 +139,21 @@ def _result_write(backend: Any, task_id: str, request: Any) -> ResultWrite | Non
     costs ~13 µs), as compact JSON (Celery reads any JSON)."""
     children = len(getattr(request, "children", None) or ()) if request is not None else 0
     cache_key = (id(backend), task_id, request is None, children)
+    writes = _state.get().writes
     try:
-        return _writes[cache_key]
+        return writes[cache_key]
     except KeyError:
-        if len(_writes) >= MAX_WRITES:
-            _writes.clear()
-        write = _writes[cache_key] = _envelope(backend, task_id, request)
+        if len(writes) >= MAX_WRITES:
+            writes.clear()
+        write = writes[cache_key] = _envelope(backend, task_id, request)
         return write
+
+
+def _progress_info(info: ProgressMeta) -> str:
+    """The progress object as the record script writes it when it carries the write
+    (progress/wire/event_json.py: one builder for both)."""
+    return progress_info(progress_json(info["current"], info["total"], info["message"],
+                                       info["eta"], dumps(info["meta"])))
 
 
 def _encoded(backend: Any, task_id: str, info: ProgressMeta, request: Any) -> str:
@@ -201,20 +219,11 @@ def _is_our_redis(backend: Any) -> bool:
 
 
 def _runner(url: str) -> ScriptRunner:
-    pid = os.getpid()
-    runner = _runners.get(pid)
+    runners = _state.get().runners
+    runner = runners.get(url)
     if runner is None:
-        _runners.clear()
-        runner = _runners[pid] = ScriptRunner(url, lua.MIRROR)
+        runner = runners[url] = ScriptRunner(url, lua.MIRROR)
     return runner
-
-
-@receiver(setting_changed)
-def _forget_servers(setting: str = "", **_: Any) -> None:
-    if setting in shards.SETTINGS:
-        _direct.clear()
-        _writes.clear()
-        _runners.clear()
 
 
 # -- Celery's update_state -> TaskPulse --------------------------------------------

@@ -6,9 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Task, current_app
+from kombu.exceptions import OperationalError
 
 from progress.integrations.celery.compat import current_task
 from progress.taskqueue.base import BoundTask, ProgressInfo, TaskQueue
+from progress.taskqueue.unavailable import CONNECTION_ERRORS, sending
 
 
 class CeleryQueue(TaskQueue):
@@ -27,7 +29,12 @@ class CeleryQueue(TaskQueue):
     def start(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any],
               task_id: str) -> None:
         # before_task_publish records PENDING before the message reaches the broker.
-        task.apply_async(args=tuple(args), kwargs=kwargs, task_id=task_id)
+        # The client's arguments travel as the message's `args` and `kwargs`, never
+        # spread into apply_async's options (`queue`, `countdown`, `link`, ...). Kombu
+        # raises a broker it cannot reach (and a Redis result backend) as its
+        # OperationalError.
+        with sending(self.name, (OperationalError, *CONNECTION_ERRORS)):
+            task.apply_async(args=tuple(args), kwargs=dict(kwargs), task_id=task_id)
 
     def revoke(self, task_id: str, terminate: bool = False) -> None:
         # Workers remember revoked ids, so a queued task is dropped when received.

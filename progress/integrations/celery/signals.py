@@ -7,20 +7,20 @@ A hook never raises into Celery: a recording problem is logged, and the task
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from celery import signals
 from celery.exceptions import Retry
 
 from progress import conf, publisher
+from progress.integrations import lifecycle
+from progress.publisher import presence
 from progress.publisher.heartbeat import heartbeat
+from progress.publisher.presence import WorkerBeacon
 from progress.store.outbox import outboxes
-from progress.store.records import EventDraft
 from progress.store.sweeper import Sweeper
-from progress.wire.encoding import encode_json_value, error_info
-from progress.wire.states import State
+from progress.wire.encoding import error_info
 
 logger = logging.getLogger(__name__)
 
@@ -37,32 +37,32 @@ def is_tracked(task_name: str | None, task: Any = None) -> bool:
     return bool(getattr(task, OPT_OUT_ATTRIBUTE, True))
 
 
-@contextmanager
-def _never_raise(what: str, task_id: str | None) -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        logger.exception("TaskPulse could not record %s for task %s", what, task_id)
-
-
-def _record(draft: EventDraft) -> None:
-    with _never_raise(draft.state.value, draft.task_id):
-        publisher.publish(draft)
-
-
 def on_before_publish(sender: str | None = None, headers: dict[str, Any] | None = None,
                       **_: Any) -> None:
     task_id = (headers or {}).get("id")
     if task_id and is_tracked(sender):
-        _record(EventDraft(task_id, State.PENDING, name=sender))
+        lifecycle.queued(task_id, sender)
+        try:
+            presence.task_queued(task_id)
+        except Exception:  # a hook never raises into Celery
+            logger.exception("TaskPulse could not check for a worker for task %s", task_id)
+
+
+def expect_cancel(task: Any) -> None:
+    """A cancel is not an error: Celery logs an exception listed in the task's public
+    `throws` at INFO in one line ("raised expected"), not at ERROR with a traceback.
+    The task still ends in Celery's FAILURE state, and ours is REVOKED."""
+    throws = tuple(getattr(task, "throws", None) or ())
+    if not any(issubclass(publisher.TaskCancelled, expected) for expected in throws):
+        task.throws = (*throws, publisher.TaskCancelled)
 
 
 def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task_id and is_tracked(getattr(task, "name", None), task):
-        # STARTED arms the stall deadline; this process's heartbeat keeps it alive.
-        _record(EventDraft(task_id, State.STARTED, name=task.name,
-                           stall_timeout=conf.stall_timeout()))
-        heartbeat().begin(task_id)
+        expect_cancel(task)
+        # Celery runs the task even when it was cancelled a moment ago (its own
+        # revoke stops a queued one): it then stops at its first progress call.
+        lifecycle.started(task_id, task.name, task=task, refusable=False)
 
 
 def on_retry(request: Any = None, reason: Any = None, sender: Any = None, **_: Any) -> None:
@@ -70,14 +70,13 @@ def on_retry(request: Any = None, reason: Any = None, sender: Any = None, **_: A
     if task_id and is_tracked(getattr(sender, "name", None), sender):
         exc = reason.exc if isinstance(reason, Retry) and reason.exc else reason
         error = error_info(exc if isinstance(exc, BaseException) else Exception(str(exc)))
-        _record(EventDraft(task_id, State.RETRY, error=error))
+        lifecycle.retried(task_id, error)
 
 
 def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     task_id = getattr(getattr(sender, "request", None), "id", None)
     if task_id and is_tracked(getattr(sender, "name", None), sender):
-        result_json = encode_json_value(result, conf.result_max_bytes())
-        _record(EventDraft(task_id, State.SUCCESS, result_json=result_json))
+        lifecycle.finished(task_id, lifecycle.success(task_id, result))
 
 
 def on_failure(task_id: str | None = None, exception: BaseException | None = None,
@@ -85,8 +84,9 @@ def on_failure(task_id: str | None = None, exception: BaseException | None = Non
     if not (task_id and is_tracked(getattr(sender, "name", None), sender)):
         return
     traceback_text = str(einfo.traceback) if einfo is not None and conf.send_traceback() else None
-    state = State.REVOKED if isinstance(exception, publisher.TaskCancelled) else State.FAILURE
-    _record(EventDraft(task_id, state, error=error_info(exception, traceback_text)))
+    cancelled = isinstance(exception, publisher.TaskCancelled)
+    lifecycle.finished(task_id, lifecycle.failure(task_id, error_info(exception, traceback_text),
+                                                  cancelled))
 
 
 def on_revoked(request: Any = None, terminated: bool = False, expired: bool = False,
@@ -94,28 +94,30 @@ def on_revoked(request: Any = None, terminated: bool = False, expired: bool = Fa
     task_id = getattr(request, "id", None)
     if task_id and is_tracked(getattr(sender, "name", None), sender):
         why = "expired" if expired else ("terminated" if terminated else "revoked")
-        publisher.note_group(task_id, getattr(request, "group", None))  # it may never have run
-        _record(EventDraft(task_id, State.REVOKED,
-                           error={"type": "TaskRevokedError", "message": f"task {why}"}))
+        lifecycle.revoked(task_id, why, getattr(request, "group", None))
 
 
 def on_postrun(task_id: str | None = None, **_: Any) -> None:
     if task_id:
-        heartbeat().end(task_id)
-        publisher.forget(task_id)
+        lifecycle.ended(task_id)
 
 
 _sweepers: list[Sweeper] = []
+_beacons: list[WorkerBeacon] = []
 
 
 def on_worker_ready(**_: Any) -> None:
-    """The worker's main process sweeps for stalled tasks too (see progress/store/sweeper.py)."""
+    """The worker's main process sweeps for stalled tasks too (see progress/store/sweeper.py),
+    and announces that a worker with TaskPulse runs (progress/publisher/presence.py)."""
     _sweepers.append(Sweeper().start())
+    _beacons.append(WorkerBeacon().start())
 
 
 def on_worker_shutdown(**_: Any) -> None:
     while _sweepers:
         _sweepers.pop().stop()
+    while _beacons:
+        _beacons.pop().stop()
 
 
 def on_process_shutdown(**_: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from progress.taskqueue.base import TaskQueue
+from progress.taskqueue.unavailable import CONNECTION_ERRORS, sending
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,10 @@ class DjangoQQueue(TaskQueue):
     name = "django_q"
 
     def install(self) -> None:
-        from progress.integrations.django_q import signals
+        from progress.integrations.django_q import arguments, signals
 
         signals.connect()
+        arguments.connect()
 
     def owns(self, task: Any) -> bool:
         return isinstance(task, QTask)
@@ -73,23 +75,29 @@ class DjangoQQueue(TaskQueue):
               task_id: str) -> None:
         from django_q.tasks import async_task
 
-        from progress.integrations.django_q import signals
+        from progress.integrations.django_q import arguments, signals
 
+        # A copy: async_task pops `task_name` from the options it is given.
         q_options = dict(task.options) if isinstance(task, QTask) else {}
         func = task.func if isinstance(task, QTask) else task
-        # Django-Q2 picks its own id; pre_enqueue files the task under `task_id`.
-        with signals.starting_as(task_id):
-            if q_options:
-                async_task(func, *args, q_options=q_options, **kwargs)
-            else:
-                async_task(func, *args, **kwargs)
+        # Django-Q2 picks its own id; pre_enqueue files the task under `task_id`. The
+        # client's keyword arguments go into the package there, never through
+        # async_task's keywords, where `sync`, `hook`, `chain`... are its options
+        # (arguments.py); positional arguments are only ever the function's.
+        with (sending(self.name, CONNECTION_ERRORS), signals.starting_as(task_id),
+              arguments.passing(kwargs) as pending):
+            async_task(func, *args, q_options=q_options)
+        if not pending.passed:
+            raise RuntimeError(
+                "TaskPulse's Django-Q2 pre_enqueue hook did not run, so the task was sent "
+                "without its keyword arguments: keep DjangoQQueue.install() connected")
 
     def revoke(self, task_id: str, terminate: bool = False) -> None:
         # Django-Q2 cannot take a message back from its broker, nor from the
         # cluster's prefetch queue: a cancelled queued task is refused by the
         # worker that takes it (signals.on_pre_execute). A running one stops at its
         # next progress call; `terminate` (a cancelled task that ignored the request
-        # for PROGRESS_CANCEL_GRACE) ends the cluster worker running it.
+        # for TASKPULSE_CANCEL_GRACE) ends the cluster worker running it.
         if terminate:
             from progress.integrations.django_q import signals
 

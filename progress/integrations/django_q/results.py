@@ -1,5 +1,5 @@
 """What a Django-Q2 worker stores for a failed task, read back as TaskPulse's
-`error` (type and message; the traceback only when PROGRESS_SEND_TRACEBACK allows).
+`error` (type and message; the traceback only when TASKPULSE_SEND_TRACEBACK allows).
 Kept free of Django-Q2's imports, so it is checked without a cluster."""
 
 from __future__ import annotations

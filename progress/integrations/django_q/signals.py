@@ -26,7 +26,6 @@ import os
 import pydoc
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,12 +37,12 @@ from django_q.conf import Conf
 from django_q.utils import get_func_repr
 
 from progress import conf, publisher
+from progress.integrations import lifecycle
 from progress.integrations.django_q.results import CANCELLED_TYPE, error_of
-from progress.integrations.recording import record, record_final
-from progress.publisher.heartbeat import heartbeat
-from progress.store.records import EventDraft, PublishOutcome
+from progress.process_state import ProcessSlot
+from progress.store.records import EventDraft
 from progress.store.sweeper import Sweeper
-from progress.wire.encoding import encode_json_value, error_info
+from progress.wire.encoding import error_info
 from progress.wire.states import State
 
 logger = logging.getLogger(__name__)
@@ -56,10 +55,16 @@ HELD_ARGS_KEY = "taskpulse_held_args"
 OPT_OUT_ATTRIBUTE = "track_progress"
 
 _start_as: ContextVar[str | None] = ContextVar("taskpulse_django_q_start_as", default=None)
-# TaskPulse id -> the running task's scope, for the tasks running in this process.
-_scopes: dict[str, publisher.TaskScope] = {}
-_sweeper_lock = threading.Lock()
-_sweeper_pid: int | None = None
+
+
+def _started_sweeper() -> Sweeper:
+    sweeper = Sweeper()
+    sweeper.start()
+    return sweeper
+
+
+# This process's sweeper, started on first use (a forked worker starts its own).
+_sweeper: ProcessSlot[Sweeper] = ProcessSlot(_started_sweeper)
 
 
 @contextmanager
@@ -99,19 +104,15 @@ def on_pre_enqueue(sender: Any = None, task: dict[str, Any] | None = None, **_: 
     start_as = _start_as.get()
     if start_as is not None:
         task[ID_KEY] = start_as
-    record(EventDraft(taskpulse_id(task), State.PENDING, name=get_func_repr(task.get("func"))))
+    lifecycle.queued(taskpulse_id(task), get_func_repr(task.get("func")))
 
 
 def on_post_spawn(sender: Any = None, **_: Any) -> None:
     """A cluster worker process starts: it sweeps for stalled tasks too (as Celery's
     workers do), so a site served without consumers.serve still sees LOST."""
-    global _sweeper_pid
     if not in_cluster_worker():
         return  # `sync` tasks run the worker loop in the caller's own process
-    with _sweeper_lock:
-        if _sweeper_pid != os.getpid():
-            _sweeper_pid = os.getpid()
-            Sweeper().start()
+    _sweeper.get()
 
 
 def in_cluster_worker() -> bool:
@@ -131,27 +132,14 @@ class _Refused:
         raise publisher.TaskCancelled(f"task {self.task_id} was cancelled before it started")
 
 
-def refused(outcome: PublishOutcome | None) -> bool:
-    """Whether STARTED found the task cancelled: flagged, or already REVOKED."""
-    if outcome is None:
-        return False
-    return outcome.cancel_requested or (not outcome.accepted and outcome.state == State.REVOKED)
-
-
 def on_pre_execute(sender: Any = None, func: Any = None, task: dict[str, Any] | None = None,
                    **_: Any) -> None:
     if not task or not is_tracked(func if func is not None else task.get("func")):
         return
     task_id = taskpulse_id(task)
-    name = get_func_repr(task.get("func"))
-    outcome = record(EventDraft(task_id, State.STARTED, name=name,
-                                 stall_timeout=conf.stall_timeout()))
-    if refused(outcome):
+    if not lifecycle.started(task_id, get_func_repr(task.get("func")), system_id=str(task["id"])):
         task[HELD_ARGS_KEY] = task.get("args", ())
         task["args"] = _Refused(task_id)
-        return
-    heartbeat().begin(task_id)
-    _scopes[task_id] = publisher.enter_task(task_id, name, system_id=str(task["id"]))
 
 
 def on_post_execute_in_worker(sender: Any = None, func: Any = None,
@@ -163,33 +151,23 @@ def on_post_execute_in_worker(sender: Any = None, func: Any = None,
     if not is_tracked(func if func is not None else task.get("func")):
         return
     task_id = taskpulse_id(task)
-    scope = _scopes.pop(task_id, None)
-    try:
-        record_final(task_id, lambda: final_event(task_id, task))
-    finally:
-        heartbeat().end(task_id)
-        publisher.forget(task_id)
-        if scope is not None:
-            scope.leave()
+    lifecycle.finish(task_id, lambda: final_event(task_id, task))
 
 
 def final_event(task_id: str, task: dict[str, Any]) -> EventDraft:
     """SUCCESS, FAILURE, REVOKED (stopped on TaskCancelled) or RETRY, from the package
     the worker hands to its monitor."""
     if task.get("success"):
-        result_json = encode_json_value(task.get("result"), conf.result_max_bytes())
-        return EventDraft(task_id, State.SUCCESS, result_json=result_json)
+        return lifecycle.success(task_id, task.get("result"))
     if "success" in task:
         error = error_of(task.get("result"))
     else:
         # A `sync` task that raised: the hook runs while the worker handles the
         # exception, before it fills in the package.
         error = error_info(sys.exc_info()[1], _traceback_text())
-    if error["type"] == CANCELLED_TYPE:
-        return EventDraft(task_id, State.REVOKED, error=error)
-    if will_retry(task):
+    if error["type"] != CANCELLED_TYPE and will_retry(task):
         return EventDraft(task_id, State.RETRY, error=error)
-    return EventDraft(task_id, State.FAILURE, error=error)
+    return lifecycle.failure(task_id, error, cancelled=error["type"] == CANCELLED_TYPE)
 
 
 def _traceback_text() -> str | None:
@@ -220,13 +198,11 @@ def will_retry(task: dict[str, Any]) -> bool:
 def terminate(task_id: str) -> None:
     """End the cluster worker running `task_id` (a cancelled task that ignored the
     request): REVOKED first; the cluster's guard starts a new worker in its place."""
-    if task_id not in _scopes or not in_cluster_worker():
+    if not lifecycle.is_running(task_id) or not in_cluster_worker():
         return  # not running here, or in the caller's own process (`sync`): never killed
     logger.warning("TaskPulse: terminating the Django-Q2 worker %d running cancelled task %s",
                    os.getpid(), task_id)
-    record(EventDraft(task_id, State.REVOKED,
-                       error={"type": "TaskRevokedError", "message": "task terminated"}))
-    heartbeat().end(task_id)
+    lifecycle.terminated(task_id)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

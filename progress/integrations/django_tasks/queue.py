@@ -20,6 +20,7 @@ from progress.integrations.django_tasks.framework import (
     task_path,
 )
 from progress.taskqueue.base import TaskQueue
+from progress.taskqueue.unavailable import CONNECTION_ERRORS, sending
 
 
 class DjangoTasksQueue(TaskQueue):
@@ -48,7 +49,10 @@ class DjangoTasksQueue(TaskQueue):
         from progress.integrations.django_tasks import signals
 
         # The backend picks the task's id; task_enqueued files it under `task_id`.
-        with signals.starting_as(task_id), _enqueueing(task):
+        # `enqueue` takes the function's arguments only (options come from
+        # `task.using(...)`), so the client's keyword arguments can name no option.
+        with (sending(self.name, CONNECTION_ERRORS), signals.starting_as(task_id),
+              _enqueueing(task)):
             task.enqueue(*args, **kwargs)
 
     def revoke(self, task_id: str, terminate: bool = False) -> None:

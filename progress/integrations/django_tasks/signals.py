@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,15 +30,14 @@ from typing import Any
 import redis
 
 from progress import conf, publisher
+from progress.integrations import lifecycle
 from progress.integrations.django_tasks.framework import task_path
-from progress.integrations.recording import record, record_final
-from progress.publisher.heartbeat import heartbeat
+from progress.process_state import ProcessSlot
 from progress.store import shards
 from progress.store.connections import sync_client
-from progress.store.records import EventDraft, PublishOutcome
+from progress.store.records import EventDraft
 from progress.store.sweeper import Sweeper
-from progress.wire.encoding import REPR_LIMIT, encode_json_value, error_info
-from progress.wire.states import State
+from progress.wire.encoding import REPR_LIMIT, error_info
 from progress.wire.types import ErrorInfo
 
 logger = logging.getLogger(__name__)
@@ -59,10 +56,18 @@ _start_as: ContextVar[tuple[str, list[str]] | None] = ContextVar(
 # The framework's task id -> TaskPulse's, while this process needs it: during the
 # enqueue (a backend that runs the task inside it), and for a task refused at start.
 _aliases: dict[str, str] = {}
-# The framework's task id -> (TaskPulse's id, scope), for tasks running in this process.
-_running: dict[str, tuple[str, publisher.TaskScope]] = {}
-_sweeper_lock = threading.Lock()
-_sweeper_pid: int | None = None
+# The framework's task id -> TaskPulse's, for tasks running in this process.
+_running: dict[str, str] = {}
+
+
+def _started_sweeper() -> Sweeper:
+    sweeper = Sweeper()
+    sweeper.start()
+    return sweeper
+
+
+# This process's sweeper, started on first use (a forked worker starts its own).
+_sweeper: ProcessSlot[Sweeper] = ProcessSlot(_started_sweeper)
 
 
 @contextmanager
@@ -129,14 +134,7 @@ def on_enqueued(sender: Any = None, task_result: Any = None, **_: Any) -> None:
             _remember(system_id, task_id)
         except Exception:
             logger.exception("TaskPulse could not file task %s under %s", system_id, task_id)
-    record(EventDraft(task_id, State.PENDING, name=task_path(task_result.task)))
-
-
-def refused(outcome: PublishOutcome | None) -> bool:
-    """Whether STARTED found the task cancelled: flagged, or already REVOKED."""
-    if outcome is None:
-        return False
-    return outcome.cancel_requested or (not outcome.accepted and outcome.state == State.REVOKED)
+    lifecycle.queued(task_id, task_path(task_result.task))
 
 
 def on_started(sender: Any = None, task_result: Any = None, **_: Any) -> None:
@@ -148,43 +146,29 @@ def on_started(sender: Any = None, task_result: Any = None, **_: Any) -> None:
     name = task_path(task_result.task)
     if getattr(sender, "__name__", "") not in IN_CALLER_BACKENDS:
         _start_sweeper()
-    outcome = record(EventDraft(task_id, State.STARTED, name=name,
-                                 stall_timeout=conf.stall_timeout()))
-    if refused(outcome):
+    if not lifecycle.started(task_id, name, system_id=system_id):
         if task_id != system_id:
             _aliases[system_id] = task_id  # for task_finished
         # The worker records this as the task's failure and never calls the function.
         raise publisher.TaskCancelled(f"task {task_id} was cancelled before it started")
-    heartbeat().begin(task_id)
-    scope = publisher.enter_task(task_id, name, system_id=system_id)
-    _running[system_id] = (task_id, scope)
+    _running[system_id] = task_id
 
 
 def on_finished(sender: Any = None, task_result: Any = None, **_: Any) -> None:
     if task_result is None or not is_tracked(task_result.task):
         return
     system_id = str(task_result.id)
-    running = _running.pop(system_id, None)
-    if running is not None:
-        task_id = running[0]
-    else:  # refused at task_started, or started elsewhere
-        task_id = _aliases.pop(system_id, "") or taskpulse_id(system_id)
-    try:
-        record_final(task_id, lambda: final_event(task_id, task_result))
-    finally:
-        heartbeat().end(task_id)
-        publisher.forget(task_id)
-        if running is not None:
-            running[1].leave()
+    task_id = (_running.pop(system_id, None)  # refused at task_started, or started elsewhere:
+               or _aliases.pop(system_id, "") or taskpulse_id(system_id))
+    lifecycle.finish(task_id, lambda: final_event(task_id, task_result))
 
 
 def final_event(task_id: str, task_result: Any) -> EventDraft:
     status = str(getattr(task_result.status, "value", task_result.status))
     if status == SUCCESSFUL:
-        result_json = encode_json_value(task_result.return_value, conf.result_max_bytes())
-        return EventDraft(task_id, State.SUCCESS, result_json=result_json)
+        return lifecycle.success(task_id, task_result.return_value)
     error, cancelled = error_of(task_result)
-    return EventDraft(task_id, State.REVOKED if cancelled else State.FAILURE, error=error)
+    return lifecycle.failure(task_id, error, cancelled)
 
 
 def error_of(task_result: Any) -> tuple[ErrorInfo, bool]:
@@ -225,11 +209,7 @@ def message_of(path: str, traceback_text: str) -> str:
 def _start_sweeper() -> None:
     """A worker sweeps for stalled tasks too (as Celery's do), so a site served
     without consumers.serve still sees LOST; one sweeper per process."""
-    global _sweeper_pid
-    with _sweeper_lock:
-        if _sweeper_pid != os.getpid():
-            _sweeper_pid = os.getpid()
-            Sweeper().start()
+    _sweeper.get()
 
 
 HOOKS = (("task_enqueued", on_enqueued), ("task_started", on_started),

@@ -9,8 +9,8 @@ socket did not take, so ordering, the producer's pause and resume, the
 connection-lost path and the count of unwritten bytes stay Twisted's.
 
 It reads Twisted internals (`_tempDataLen`, `dataBuffer`, `_writeDisconnected`)
-and is installed only while consumers/compat.py DIRECT_WRITE allows it
-(consumers/daphne_server.py); otherwise Twisted's own transport writes.
+and is installed only while consumers/server/compat.py DIRECT_WRITE allows it
+(consumers/server/daphne_server.py); otherwise Twisted's own transport writes.
 """
 
 from __future__ import annotations

@@ -1,21 +1,23 @@
 """The web side's guards: what each tuning relies on in daphne, autobahn, Twisted,
-Channels and redis-py, and what runs instead when a release changed it
-(progress/compat.py has the mechanism and the tested version ranges).
+Channels and redis-py (attributes, the signatures it overrides or calls, and
+where cheap a self-test of the behaviour: consumers/server/compat_checks.py), and what
+runs instead when a release changed it (progress/compat.py has the mechanism).
 
-- LEAN_PROTOCOL: consumers/ws_protocol.py TaskPulseWebSocketProtocol; else
-  daphne's protocol (with the close codes and the backlog still).
-- CLOSE_CODES: 1008/1009 through autobahn's sendCloseFrame, a close frame on
-  protocol errors and a 5 s close handshake; else 1000 (consumers/base.py) and
-  a dropped connection.
+- LEAN_PROTOCOL: consumers/server/ws_protocol.py TaskPulseWebSocketProtocol; else
+  daphne's protocol (with the backlog still).
+- CLOSE_HANDSHAKE: a close frame on protocol errors and a 5 s close handshake;
+  else autobahn's 1 s and a dropped connection. (The protocol's close codes
+  need no guard: they are 4xxx codes, sent through public APIs everywhere.)
 - DAPHNE_SERVER: listen backlog 4096, an Inbox per connection; else Twisted's
   backlog (50) and daphne's asyncio.Queue.
-- DIRECT_WRITE: consumers/direct_write.py; else Twisted's buffered writes.
+- DIRECT_WRITE: consumers/server/direct_write.py; else Twisted's buffered writes.
 - SEND_BACKLOG: Twisted's write buffer read in bytes (TLS too); else
-  Twisted's producer pause (consumers/send_backlog.py PausedFlag).
+  Twisted's producer pause (consumers/server/send_backlog.py PausedFlag).
 - SCOPE_EXTENSIONS: the backlog reaches the consumer at all; else nothing
   can bound slow readers, and an error is logged.
-- CONSUMER_LOOP: consumers/base.py's one-inbox loop; else Channels' own.
-- SUBSCRIBER_SOCKET: hiredis on the pub/sub socket; else redis-py's PubSub.
+- CONSUMER_LOOP: consumers/server/consumer_loop.py's one-inbox loop; else Channels' own.
+- SUBSCRIBER_SOCKET: consumers/server/socket_link.py, hiredis on the pub/sub socket;
+  else redis-py's PubSub (consumers/subscriber.py).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import inspect
 import logging
 import re
 
+from consumers.server import compat_checks
 from progress import compat
 from progress.compat import Guard
+from progress.store.tuned import takeover_check
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +44,10 @@ def _options_are_config_attrs() -> list[str]:
             for name in _OPTIONS_READ if name not in names]
 
 
-def _close_frame_takes_a_code() -> list[str]:
-    method = compat.resolve(f"{_AUTOBAHN}:WebSocketProtocol.sendCloseFrame")
-    parameters = inspect.signature(method).parameters  # type: ignore[arg-type]
-    return [f"sendCloseFrame() has no {name!r} parameter"
-            for name in ("code", "isReply") if name not in parameters]
-
-
 def _own_options_are_options() -> list[str]:
     """The options the protocol sets for itself (a close frame on protocol errors,
     a close handshake a busy client has time to answer) are still protocol options."""
-    from consumers.ws_protocol import OWN_OPTIONS
+    from consumers.server.ws_protocol import OWN_OPTIONS
 
     names = set(compat.resolve(f"{_AUTOBAHN}:WebSocketServerProtocol.CONFIG_ATTRS"))  # type: ignore[call-overload]
     return [f"{name} is no longer a protocol option" for name in OWN_OPTIONS if name not in names]
@@ -65,7 +62,7 @@ def _connect_creates_the_application() -> list[str]:
 
 
 def _dispatch_is_as_tested() -> list[str]:
-    """Channels' dispatch still does what consumers/base.py does, plus the database
+    """Channels' dispatch still does what consumers/server/consumer_loop.py does, plus the database
     clean-up it skips (and nothing else that the skip would lose)."""
     source = inspect.getsource(
         compat.resolve("channels.consumer:AsyncConsumer.dispatch"))  # type: ignore[arg-type]
@@ -105,16 +102,25 @@ LEAN_PROTOCOL = Guard(
         ("daphne.ws_protocol:WebSocketProtocol.onConnect",
          ("request", "clean_headers", "application_deferred")),
     ),
-    extra=(_options_are_config_attrs,),
+    overrides=(
+        ("daphne.ws_protocol:WebSocketProtocol.connectionMade", "(self)"),
+        (f"{_AUTOBAHN}:WebSocketProtocol._connectionMade", "(self)"),
+        ("daphne.ws_protocol:WebSocketProtocol.onOpen", "(self)"),
+        (f"{_AUTOBAHN}:WebSocketProtocol.sendData", "(self, data, sync, chopsize)"),
+    ),
+    calls=(("twisted.internet.abstract:FileDescriptor.unregisterProducer", "self"),),
+    extra=(_options_are_config_attrs, compat_checks.frame_problems),
 )
 
-CLOSE_CODES = Guard(
-    name="close codes 1008/1009 from the server",
-    fallback="the consumer closes with 1000 instead (autobahn refuses 1008/1009 from an "
-             "application) and an oversized frame drops the TCP connection",
+# The close codes themselves need no tuning (PROTOCOL.md §4 revision 2: 4xxx codes,
+# which autobahn's public sendClose accepts). What stays is how long a server close
+# waits for the client's reply, and a close frame instead of a dropped connection on
+# a protocol error: autobahn options the launcher's protocol sets for itself.
+CLOSE_HANDSHAKE = Guard(
+    name="close handshake (5 s for a busy client's reply, a close frame on protocol errors)",
+    fallback="autobahn's defaults: a 1 s close handshake, protocol errors drop the connection",
     distributions=("autobahn",),
-    requires=(f"{_AUTOBAHN}:WebSocketProtocol.sendCloseFrame",),
-    extra=(_close_frame_takes_a_code, _own_options_are_options),
+    extra=(_own_options_are_options,),
 )
 
 DAPHNE_SERVER = Guard(
@@ -132,6 +138,11 @@ DAPHNE_SERVER = Guard(
         ("daphne.server:Server.create_application",
          ("connections", "application", "handle_reply")),
     ),
+    overrides=(
+        ("daphne.server:Server.run", "(self)"),
+        ("daphne.server:Server.create_application", "(self, protocol, scope)"),
+    ),
+    calls=(("daphne.server:Server.handle_reply", "self, protocol, message"),),
 )
 
 DIRECT_WRITE = Guard(
@@ -151,6 +162,12 @@ DIRECT_WRITE = Guard(
         ("twisted.internet.abstract:FileDescriptor.write", ("_tempDataLen", "_tempDataBuffer")),
         ("daphne.server:Server.run", ("http_factory",)),
     ),
+    overrides=(
+        ("twisted.internet.tcp:Server.write", "(self, bytes)"),
+        ("daphne.server:Server.listen_success", "(self, port)"),
+    ),
+    calls=(("twisted.internet.tcp:Server.writeSomeData", "self, data"),),
+    extra=(compat_checks.direct_write_problems,),
 )
 
 SEND_BACKLOG = Guard(
@@ -169,6 +186,7 @@ SEND_BACKLOG = Guard(
          ("dataBuffer", "offset", "_tempDataLen")),
         ("twisted.protocols.tls:TLSMemoryBIOProtocol.makeConnection", ("_appSendBuffer",)),
     ),
+    extra=(compat_checks.backlog_problems,),
 )
 
 SCOPE_EXTENSIONS = Guard(
@@ -186,6 +204,8 @@ SCOPE_EXTENSIONS = Guard(
         ("daphne.cli:CommandLineInterface.run", ("server_class",)),
         ("daphne.ws_protocol:WebSocketProtocol.onConnect", ("server",)),
     ),
+    overrides=(("daphne.server:Server.create_application", "(self, protocol, scope)"),),
+    calls=(("daphne.cli:CommandLineInterface.run", "self, args"),),
     extra=(_connect_creates_the_application,),
 )
 
@@ -205,6 +225,11 @@ CONSUMER_LOOP = Guard(
         ("channels.consumer:AsyncConsumer.__call__",
          ("scope", "channel_layer", "channel_name", "channel_receive", "base_send", "dispatch")),
     ),
+    overrides=(
+        ("channels.consumer:AsyncConsumer.__call__", "(self, scope, receive, send)"),
+        ("channels.consumer:AsyncConsumer.dispatch", "(self, message)"),
+    ),
+    calls=(("channels.layers:get_channel_layer", "alias"),),
     extra=(_dispatch_is_as_tested,),
 )
 
@@ -220,17 +245,29 @@ SUBSCRIBER_SOCKET = Guard(
         "hiredis:Reader",
     ),
     assigns=(("redis.asyncio.connection:Connection._connect", ("_writer",)),),
+    calls=(
+        ("redis.asyncio.connection:ConnectionPool.make_connection", "self"),
+        ("redis.asyncio.connection:AbstractConnection.connect", "self"),
+        ("redis.asyncio.connection:AbstractConnection.disconnect", "self"),
+    ),
+    extra=(takeover_check.async_transport_problems,),
 )
 
-SERVER_GUARDS = (LEAN_PROTOCOL, CLOSE_CODES, DAPHNE_SERVER, DIRECT_WRITE, SEND_BACKLOG,
+SERVER_GUARDS = (LEAN_PROTOCOL, CLOSE_HANDSHAKE, DAPHNE_SERVER, DIRECT_WRITE, SEND_BACKLOG,
                  SCOPE_EXTENSIONS)
 GUARDS = (*SERVER_GUARDS, CONSUMER_LOOP, SUBSCRIBER_SOCKET)
 
 
 def check_all() -> dict[str, compat.Verdict]:
-    """Decide every web-side guard now (the launcher's start-up), one log line per
-    tuning that is off; a missing slow-reader bound is logged as an error too."""
+    """Decide every web-side guard now (the launcher's start-up): one line per tuning
+    that is off, then one saying how many are on and which releases are installed
+    (those the suite did not run with marked untested: reported, never acted on); a
+    missing slow-reader bound is logged as an error too."""
     verdicts = {guard.name: compat.check(guard) for guard in GUARDS}
+    distributions = dict.fromkeys(name for guard in GUARDS for name in guard.distributions)
+    logger.info("TaskPulse: %d of %d tunings on; installed: %s", sum(
+        verdict.enabled for verdict in verdicts.values()), len(verdicts),
+        ", ".join(map(compat.describe_release, distributions)))
     if not verdicts[SCOPE_EXTENSIONS.name].enabled:
         logger.error("TaskPulse: slow readers are NOT bounded by this server (%s)",
                      verdicts[SCOPE_EXTENSIONS.name].reason)

@@ -1,19 +1,19 @@
-"""daphne's WebSocket protocol as TaskPulse runs it (consumers/serve.py installs one).
+"""daphne's WebSocket protocol as TaskPulse runs it (consumers/server/serve.py installs one).
 
 `PublicWebSocketProtocol` is daphne's protocol plus what the protocol needs
 from the server, through calls daphne and autobahn themselves make:
 
-- PROTOCOL.md closes bad clients with 1008 (flood, unread backlog, too many
-  sockets), 1009 (frame too big) and 1013 (server at capacity), but autobahn
-  lets an application send only 1000 or 3000-4999: those codes go out through
-  `sendCloseFrame`, as daphne sends its own 1011; and a protocol error (an
-  oversized frame) is answered with a close frame instead of a dropped TCP
-  connection (`failByDrop`, an autobahn option a protocol may set for itself);
-- the connection's send backlog (consumers/send_backlog.py), which the
+- a close the server sends waits long enough for a busy client's reply, and a
+  protocol error is answered with a close frame instead of a dropped TCP
+  connection (`closeHandshakeTimeout`, `failByDrop`: autobahn options a
+  protocol may set for itself; consumers/server/compat.py CLOSE_HANDSHAKE). The close
+  codes themselves are the protocol's 4xxx codes, which autobahn's public
+  `sendClose` accepts from an application on every release;
+- the connection's send backlog (consumers/server/send_backlog.py), which the
   consumer's outbox reads to bound a slow reader's memory.
 
 `TaskPulseWebSocketProtocol` adds the lean path, taken only while
-consumers/compat.py LEAN_PROTOCOL allows it (it relies on autobahn's and
+consumers/server/compat.py LEAN_PROTOCOL allows it (it relies on autobahn's and
 daphne's per-connection attributes): an idle connection costs ~18 KB instead
 of ~31 (autobahn's state in slots and its options on the class, the
 handshake's data dropped once open), and a text frame is written in one call
@@ -29,11 +29,10 @@ from typing import Any
 from daphne import ws_protocol
 from twisted.web.http import HTTPChannel
 
-from consumers.send_backlog import PausedFlag, readable, unwritten_bytes
-from progress.wire import close_codes
+from consumers.server.send_backlog import PausedFlag, readable, unwritten_bytes
 
 TEXT_FRAME_FIN = 0x81  # RFC 6455 first byte: FIN, opcode 1 (text); server frames are unmasked
-# How long a close the server sends (1008 to a flooding client, 1013 at capacity)
+# How long a close the server sends (4008 to a flooding client, 4013 at capacity)
 # waits for the client's reply before the TCP connection is dropped. autobahn
 # waits 1 s, then resets the connection; a client still busy writing (its flood,
 # or any client on a loaded machine) that has not read the close frame by then
@@ -82,14 +81,12 @@ _PER_CONNECTION_ATTRIBUTES = (
 
 
 class PublicWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
-    # Answer a protocol error (an oversized frame: 1009) with a close frame the
-    # client can read, not a dropped connection; autobahn takes an option set
-    # on the protocol over the factory's.
+    # Answer a protocol error with a close frame the client can read, not a
+    # dropped connection; autobahn takes an option set on the protocol over the
+    # factory's (consumers/server/compat.py CLOSE_HANDSHAKE).
     failByDrop = False
     closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT
-    # Send 1008/1009 through sendCloseFrame (consumers/compat.py CLOSE_CODES), else as 1000.
-    protocol_close_codes = True
-    # Read Twisted's write buffer (consumers/compat.py SEND_BACKLOG), else a PausedFlag.
+    # Read Twisted's write buffer (consumers/server/compat.py SEND_BACKLOG), else a PausedFlag.
     read_buffer = True
     _backlog_flag: PausedFlag | None = None
 
@@ -100,23 +97,14 @@ class PublicWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[mi
 
     def send_backlog(self) -> int:
         """Bytes written to this connection that the client has not taken yet
-        (BACKLOG_EXTENSION; consumers/send_backlog.py)."""
+        (BACKLOG_EXTENSION; consumers/server/send_backlog.py)."""
         flag = self._backlog_flag
         return unwritten_bytes(self.transport) if flag is None else flag.backlog()
 
     def serverClose(self, code: int | None = None) -> None:
         if self.send_backlog() > 0:
             self.closeHandshakeTimeout = UNREAD_CLOSE_HANDSHAKE_TIMEOUT
-        if code in close_codes.ERRORS:
-            if self.protocol_close_codes:
-                # autobahn's sendClose takes only 1000 and 3000-4999 from an
-                # application (RFC 6455 lets an endpoint send these); daphne
-                # sends its own 1011 through sendCloseFrame the same way.
-                self.sendCloseFrame(code=code)
-            else:
-                super().serverClose(close_codes.NORMAL)
-        else:
-            super().serverClose(code)
+        super().serverClose(code)
 
 
 class _OpenedRequest:

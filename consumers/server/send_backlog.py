@@ -10,7 +10,7 @@ public count of it, so there are two ways to get it:
   TLS the WebSocket's transport is Twisted's TLS wrapper, which hands
   ciphertext to the TCP transport below it: the count is the TLS layer's
   own pending plaintext plus that transport's buffer. Exact, in bytes; the
-  outbox queues past HIGH_WATER (256 KiB). Guarded (consumers/compat.py
+  outbox queues past HIGH_WATER (256 KiB). Guarded (consumers/server/compat.py
   SEND_BACKLOG): it reads Twisted internals.
 - `PausedFlag`, the public fallback: a push producer registered on the
   transport (Twisted's IConsumer API, TLS included). Twisted pauses it when
