@@ -31,8 +31,8 @@ from progress.control import ratelimit
 from progress.control.cancel import CancelOutcome, cancel
 from progress.control.refusals import Refusal, log_refusal
 from progress.store import keys
-from progress.store.connections import async_clients
-from progress.store.records import AsyncRecordStore, ReadResult
+from progress.store.process_store import async_store
+from progress.store.records import ReadResult
 from progress.tokens import Permission, TokenError, verify_token
 from progress.wire import close_codes
 from progress.wire.delivery import Subscription, Verdict, judge
@@ -49,17 +49,6 @@ ANSWERED = frozenset({"websocket.receive", "websocket.connect"})
 # Pauses between attempts to catch a subscription up after a layer reconnect.
 RESYNC_RETRY_PAUSES = (0.2, 0.5, 1.0)
 
-# id(clients) -> (clients, their store): holding the list keeps its id from being reused
-_stores: dict[int, tuple[list[Any], AsyncRecordStore]] = {}
-
-
-def _store() -> AsyncRecordStore:
-    """This event loop's record store: it reads each task on the task's shard."""
-    clients = async_clients()
-    cached = _stores.get(id(clients))
-    if cached is None or cached[0] is not clients:
-        cached = _stores[id(clients)] = (clients, AsyncRecordStore(*clients))
-    return cached[1]
 
 
 class ProgressConsumer(InboxConsumer):
@@ -202,7 +191,7 @@ class ProgressConsumer(InboxConsumer):
     async def _resync(self, sub: Subscription, since: int | None, epoch: str | None,
                       resuming: bool) -> None:
         """Bring a subscription up to date: resume from history, or send a snapshot."""
-        found: ReadResult = await _store().read(sub.task_id, since)
+        found: ReadResult = await async_store().read(sub.task_id, since)
         snapshot = found.snapshot
         if snapshot is None:
             if since is not None and not resuming and sub.epoch is None:

@@ -33,6 +33,7 @@ import redis
 
 from progress.store import keys, shards
 from progress.store.connections import async_client, async_clients
+from progress.store.process_store import async_store
 from progress.store.records import AsyncRecordStore
 from progress.wire.delivery import Subscription, Verdict, judge
 from progress.wire.ids import is_valid_task_id
@@ -144,7 +145,7 @@ async def awatch(task_id: str, *,
         pubsub = async_client(shards.shard_of(task_id)).pubsub()
         try:
             await _subscribed(pubsub, channel, deadline)
-            store = AsyncRecordStore(*async_clients())
+            store = async_store()
             for found in await follower.catch_up(store):
                 yield found
                 if found["final"]:

@@ -132,6 +132,19 @@ def daphne(env: dict[str, str], port: int) -> Proc:
     return Proc(f"daphne:{port}", argv, env)
 
 
+def stock_daphne(env: dict[str, str], port: int) -> Proc:
+    """Stock daphne serving the example site: none of consumers/serve.py."""
+    argv = [str(BIN / "daphne"), "--bind", LOCALHOST, "--port", str(port), ASGI_APPLICATION]
+    return Proc(f"stock-daphne:{port}", argv, env)
+
+
+def uvicorn(env: dict[str, str], port: int, *options: str) -> Proc:
+    """uvicorn serving the example site, with `options` after its defaults."""
+    argv = [sys.executable, "-m", "uvicorn", ASGI_APPLICATION,
+            "--host", LOCALHOST, "--port", str(port), *options]
+    return Proc(f"uvicorn:{port}", argv, env)
+
+
 def worker(env: dict[str, str], name: str, concurrency: int = 2) -> Proc:
     argv = [
         str(BIN / "celery"), "-A", "project", "worker", "-P", "prefork", "-c", str(concurrency),

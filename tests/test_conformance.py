@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -49,20 +48,8 @@ def public_launcher(env: dict[str, str], port: int) -> processes.Proc:
     return proc
 
 
-def stock_daphne(env: dict[str, str], port: int) -> processes.Proc:
-    argv = [str(processes.BIN / "daphne"), "--bind", processes.LOCALHOST, "--port", str(port),
-            processes.ASGI_APPLICATION]
-    return processes.Proc(f"stock-daphne:{port}", argv, env)
-
-
-def uvicorn(env: dict[str, str], port: int) -> processes.Proc:
-    argv = [sys.executable, "-m", "uvicorn", processes.ASGI_APPLICATION,
-            "--host", processes.LOCALHOST, "--port", str(port)]
-    return processes.Proc(f"uvicorn:{port}", argv, env)
-
-
 SERVERS = {"launcher": launcher, "launcher-public": public_launcher,
-           "stock-daphne": stock_daphne, "uvicorn": uvicorn}
+           "stock-daphne": processes.stock_daphne, "uvicorn": processes.uvicorn}
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 from consumers import progress as consumer_module
 from consumers.progress import ProgressConsumer
 from progress.publisher import publish
+from progress.store import process_store
 from progress.store.records import EventDraft
 from progress.wire.delivery import Subscription
 from progress.wire.event_json import progress_json
@@ -61,9 +62,9 @@ async def test_one_failing_resync_does_not_skip_the_others(
         two_tasks: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The broken task is retried and reported; the fine one still gets what it missed."""
     broken, fine = two_tasks
-    real = consumer_module._store()
+    real = process_store.async_store()
     failing = FailingFor(real, broken)
-    monkeypatch.setattr(consumer_module, "_store", lambda: failing)
+    monkeypatch.setattr(consumer_module, "async_store", lambda: failing)
     monkeypatch.setattr(consumer_module, "RESYNC_RETRY_PAUSES", (0.01, 0.01))
     consumer = ProgressConsumer()
     outbox = Collected()
@@ -85,7 +86,7 @@ async def test_one_failing_resync_does_not_skip_the_others(
     assert consumer.subscriptions[broken].stale
 
     # The store answers again: the broken task's next live event resyncs it.
-    monkeypatch.setattr(consumer_module, "_store", lambda: real)
+    monkeypatch.setattr(consumer_module, "async_store", lambda: real)
     outbox.frames.clear()
     await consumer.task_event({"type": "task.event", "task_id": broken, "epoch": broken_epoch,
                                "seq": 4, "state": "PROGRESS", "final": False, "data": "{}"})

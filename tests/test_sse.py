@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +35,7 @@ ALLOWED_ORIGIN = "http://127.0.0.1:8000"  # the example site's ALLOWED_HOSTS, DE
 def uvicorn(env: dict[str, str], port: int) -> processes.Proc:
     # Open streams would hold a restart until their tasks end: docs/CLIENT.md says to
     # bound the graceful shutdown, as here (the clients resume with Last-Event-ID).
-    argv = [sys.executable, "-m", "uvicorn", processes.ASGI_APPLICATION,
-            "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "1"]
-    return processes.Proc(f"uvicorn:{port}", argv, env)
+    return processes.uvicorn(env, port, "--timeout-graceful-shutdown", "1")
 
 
 SERVERS = {"daphne": processes.daphne, "uvicorn": uvicorn}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,19 +34,7 @@ STEPS, PAD = 20_000, 1000
 RSS_GROWTH_LIMIT_KIB = 16 * 1024
 
 
-def stock_daphne(env: dict[str, str], port: int) -> processes.Proc:
-    argv = [str(processes.BIN / "daphne"), "--bind", "127.0.0.1", "--port", str(port),
-            processes.ASGI_APPLICATION]
-    return processes.Proc(f"stock-daphne:{port}", argv, env)
-
-
-def uvicorn(env: dict[str, str], port: int) -> processes.Proc:
-    argv = [sys.executable, "-m", "uvicorn", processes.ASGI_APPLICATION,
-            "--host", "127.0.0.1", "--port", str(port)]
-    return processes.Proc(f"uvicorn:{port}", argv, env)
-
-
-SERVERS = {"daphne": stock_daphne, "uvicorn": uvicorn}
+SERVERS = {"daphne": processes.stock_daphne, "uvicorn": processes.uvicorn}
 
 
 @dataclass

@@ -23,8 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from progress import conf
 from progress.store import keys
-from progress.store.connections import async_clients
-from progress.store.records import AsyncRecordStore
+from progress.store.process_store import async_store
 from progress.watching import Follower
 from progress.web.backlog import DRAIN_POLL, HIGH_WATER, Backlog
 from progress.web.resume_ids import START, Position, encode
@@ -55,17 +54,6 @@ Render = Callable[[str, str, TaskObject | None], str | None]
 
 # Clean-ups scheduled from Django's response close (another thread): kept until done.
 _closing: set[asyncio.Task[None]] = set()
-# id(clients) -> (clients, their store): one record store per event loop, not per
-# stream (holding the list keeps its id from being reused).
-_stores: dict[int, tuple[list[Any], AsyncRecordStore]] = {}
-
-
-def _store() -> AsyncRecordStore:
-    clients = async_clients()
-    cached = _stores.get(id(clients))
-    if cached is None or cached[0] is not clients:
-        cached = _stores[id(clients)] = (clients, AsyncRecordStore(*clients))
-    return cached[1]
 
 
 def json_lines(kind: str, frame: str, _task: TaskObject | None) -> str:
@@ -90,7 +78,7 @@ class Stream:
         self.queue = StreamQueue()
         self.layer: Any = None
         self.channel = ""
-        self.store = _store()
+        self.store = async_store()
         self.loop = asyncio.get_running_loop()
         self.opened = asyncio.Event()
         self.reader: asyncio.Task[None] | None = None

@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,3 +199,61 @@ def harness(browser: Browser) -> Iterator[Page]:
         assert errors == [], f"the page threw: {errors}"
     finally:
         context.close()
+
+
+class PageServer(ThreadingHTTPServer):
+    """Serves one page and /static/ over plain HTTP, and refuses every WebSocket
+    handshake with `refusal`: 403 as daphne answers an Origin outside the allowed
+    hosts, 404 as a server with no WebSocket route (`runserver` without daphne). A
+    real local server, not a Playwright route: Chromium lets only a page that came
+    from a local address open a socket to one."""
+
+    daemon_threads = True
+
+    def __init__(self, page: str, refusal: int) -> None:
+        super().__init__(("127.0.0.1", 0), _PageHandler)
+        self.page = page
+        self.refusal = refusal
+        self.handshakes = 0
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _PageHandler(BaseHTTPRequestHandler):
+    server: PageServer
+
+    def do_GET(self) -> None:
+        file = (STATIC_DIR / self.path.removeprefix("/static/")).resolve()
+        is_static = self.path.startswith("/static/") and file.is_relative_to(STATIC_DIR)
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            self.server.handshakes += 1
+            self._answer(self.server.refusal, "text/plain", b"refused")
+        elif self.path == "/":
+            self._answer(200, "text/html", self.server.page.encode())
+        elif is_static and file.is_file():
+            content_type = "text/javascript" if file.suffix == ".js" else "text/css"
+            self._answer(200, content_type, file.read_bytes())
+        else:
+            self._answer(404, "text/plain", b"not found")
+
+    def _answer(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet test output
+
+
+@contextmanager
+def serving(server: PageServer) -> Iterator[PageServer]:
+    """`server` answering on a thread of its own, for the block."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -5,17 +5,13 @@ shared client that depended on load order, and the `done` promise."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests import processes
-from tests.browser.conftest import ACTION_TIMEOUT_MS, HARNESS_PAGE, STATIC_DIR
+from tests.browser.conftest import ACTION_TIMEOUT_MS, HARNESS_PAGE, PageServer, serving
 
 # The fake socket of conftest.py closes only with 1006; the server can say more.
 SERVER_CLOSE = """
@@ -233,68 +229,15 @@ def test_element_shows_a_final_close(harness: Page) -> None:
     assert rejected == "policy_violation"
 
 
-class RefusingServer(ThreadingHTTPServer):
-    """Serves the harness page and /static/ over HTTP, and answers every WebSocket
-    handshake with 403, as daphne does for an Origin outside the allowed hosts
-    (PROTOCOL.md §4, Handshake). A real local server, not a Playwright route:
-    Chromium lets only a page that came from a local address open a socket to one."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), RefusingHandler)
-        self.handshakes = 0
-        self.url = processes.http_url(self.server_address[1])
-
-
-class RefusingHandler(BaseHTTPRequestHandler):
-    server: RefusingServer
-
-    def do_GET(self) -> None:
-        if self.headers.get("Upgrade", "").lower() == "websocket":
-            self.server.handshakes += 1
-            self._answer(403, "text/plain", b"origin not allowed")
-        elif self.path == "/":
-            self._answer(200, "text/html", HARNESS_PAGE.encode())
-        elif (file := static_file(self.path)) is not None:
-            content_type = "text/javascript" if file.suffix == ".js" else "text/css"
-            self._answer(200, content_type, file.read_bytes())
-        else:
-            self._answer(404, "text/plain", b"not found")
-
-    def _answer(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet test output
-
-
-def static_file(path: str) -> Path | None:
-    file = (STATIC_DIR / path.removeprefix("/static/")).resolve()
-    if not path.startswith("/static/") or not file.is_relative_to(STATIC_DIR) or not file.is_file():
-        return None
-    return file
-
-
 @pytest.fixture
-def refusing_server() -> Iterator[RefusingServer]:
-    server = RefusingServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+def refusing_server() -> Iterator[PageServer]:
+    """The harness page, served by a server that answers every handshake with 403."""
+    with serving(PageServer(HARNESS_PAGE, 403)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_real_403_handshake_is_shown_as_refused(browser: Browser,
-                                                refusing_server: RefusingServer) -> None:
+                                                refusing_server: PageServer) -> None:
     """Chromium's own WebSocket, refused with 403: the client stops and the element says so."""
     context = browser.new_context(base_url=refusing_server.url)
     context.set_default_timeout(ACTION_TIMEOUT_MS)

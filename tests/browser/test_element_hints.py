@@ -4,17 +4,13 @@ task that stays queued because no worker with TaskPulse reports it."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from django.template import Context, Template
 from playwright.sync_api import Browser, Page, Route
 
-from tests import processes
-from tests.browser.conftest import ACTION_TIMEOUT_MS, STATIC_DIR
+from tests.browser.conftest import ACTION_TIMEOUT_MS, STATIC_DIR, PageServer, serving
 
 RENDERED = Template(
     "{% load taskpulse %}<!doctype html><head><meta charset=utf-8>{% taskpulse_scripts %}"
@@ -114,66 +110,19 @@ def check_refused_text(text: str) -> None:
     assert "Troubleshooting" in text and "Reload the page" in text, text
 
 
-class NoWebSocketServer(ThreadingHTTPServer):
-    """A plain HTTP server, as `runserver` without daphne is: it serves the page and
-    /static/, and answers the WebSocket handshake with 404."""
-
-    daemon_threads = True
-
-    def __init__(self, page: str) -> None:
-        super().__init__(("127.0.0.1", 0), NoWebSocketHandler)
-        self.page = page
-        self.handshakes = 0
-        self.url = processes.http_url(self.server_address[1])
-
-
-class NoWebSocketHandler(BaseHTTPRequestHandler):
-    server: NoWebSocketServer
-
-    def do_GET(self) -> None:
-        file = (STATIC_DIR / self.path.removeprefix("/static/")).resolve()
-        is_static = self.path.startswith("/static/") and file.is_relative_to(STATIC_DIR)
-        if self.headers.get("Upgrade", "").lower() == "websocket":
-            self.server.handshakes += 1
-            self._answer(404, "text/html", b"<h1>Not Found</h1>")
-        elif self.path == "/":
-            self._answer(200, "text/html", self.server.page.encode())
-        elif is_static and file.is_file():
-            content_type = "text/javascript" if file.suffix == ".js" else "text/css"
-            self._answer(200, content_type, file.read_bytes())
-        else:
-            self._answer(404, "text/html", b"<h1>Not Found</h1>")
-
-    def _answer(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet test output
-
-
 @pytest.fixture
-def no_websocket_server() -> Iterator[NoWebSocketServer]:
+def no_websocket_server() -> Iterator[PageServer]:
     # Fast reconnects, configured before the element creates the shared client.
     page = RENDERED.render(Context()).replace(
         "<head>", '<head><script type="module">import { configure } from '
         '"/static/taskpulse/client.js"; configure({ minDelay: 10, maxDelay: 20 });</script>', 1)
-    server = NoWebSocketServer(page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    # runserver without daphne: a plain HTTP server with no WebSocket route
+    with serving(PageServer(page, 404)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_real_404_handshake_is_not_blamed_on_the_origin(
-        browser: Browser, no_websocket_server: NoWebSocketServer) -> None:
+        browser: Browser, no_websocket_server: PageServer) -> None:
     """Chromium's own WebSocket against a server with no WebSocket route (404, as under
     `runserver` without daphne): the element names the 404 cause as well as the origin."""
     context = browser.new_context(base_url=no_websocket_server.url)
