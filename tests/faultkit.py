@@ -10,7 +10,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +56,48 @@ class PrivateStack:
     def stop(self) -> None:
         for proc in [*self.webs, *([self.worker] if self.worker else [])]:
             proc.stop()
+
+
+# Starts a web process serving the example site: (environment, port) -> the process.
+Starter = Callable[[dict[str, str], int], processes.Proc]
+
+
+@dataclass
+class Served:
+    """A web process of `kind` that a test started for a private stack's worker."""
+
+    kind: str
+    port: int
+    proc: processes.Proc
+    stack: PrivateStack
+    start: Starter
+
+    @property
+    def http(self) -> str:
+        return processes.http_url(self.port)
+
+    @property
+    def ws(self) -> str:
+        return processes.ws_url(self.port)
+
+    def restart(self) -> None:
+        self.proc.stop()
+        self.proc = self.start(self.stack.env, self.port).start()
+        processes.wait_http_ok(f"{self.http}/healthz", proc=self.proc)
+
+
+@contextmanager
+def served_by(kind: str, start: Starter, stack: PrivateStack) -> Iterator[Served]:
+    """`start`'s web process on a free port for the block; no traceback in its log."""
+    port = processes.free_port()
+    served = Served(kind, port, start(stack.env, port).start(), stack, start)
+    try:
+        processes.wait_http_ok(f"{served.http}/healthz", proc=served.proc)
+        yield served
+    finally:
+        served.proc.stop()
+    assert not [line for line in served.proc.lines if "Traceback" in line], \
+        served.proc.output()
 
 
 @contextmanager
@@ -183,11 +225,13 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "") == "1"
 
 
-def send_task(stack: PrivateStack, name: str, **kwargs: Any) -> str:
-    """Queue a test task on the private stack's queue; its id."""
+def send_task(stack: PrivateStack, name: str, task_id: str | None = None,
+              **kwargs: Any) -> str:
+    """Queue a test task on the private stack's queue (under `task_id`, else a fresh
+    id); its id."""
     from celery import Celery
 
-    task_id = f"{name.rsplit('.', 1)[-1]}-{secrets.token_hex(8)}"
+    task_id = task_id or f"{name.rsplit('.', 1)[-1]}-{secrets.token_hex(8)}"
     app = Celery("faultkit", broker=stack.env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                  set_as_current=False)  # else later tests' tasks are sent through this app
     try:

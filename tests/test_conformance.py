@@ -16,7 +16,6 @@ import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from progress.tokens import issue_token
 from progress.wire import close_codes
 from tests import processes
 from tests.client import RECV_TIMEOUT, Ws
-from tests.faultkit import PrivateStack, private_stack, send_task
+from tests.faultkit import PrivateStack, Served, private_stack, send_task, served_by
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +51,6 @@ SERVERS = {"launcher": launcher, "launcher-public": public_launcher,
            "stock-daphne": processes.stock_daphne, "uvicorn": processes.uvicorn}
 
 
-@dataclass
-class Served:
-    kind: str
-    proc: processes.Proc
-    port: int
-    stack: PrivateStack
-
-    @property
-    def ws(self) -> str:
-        return processes.ws_url(self.port)
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +61,8 @@ def worker_stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def served(request: pytest.FixtureRequest, worker_stack: PrivateStack) -> Iterator[Served]:
-    port = processes.free_port()
-    proc = SERVERS[request.param](worker_stack.env, port).start()
-    try:
-        processes.wait_http_ok(f"{processes.http_url(port)}/healthz", proc=proc)
-        yield Served(request.param, proc, port, worker_stack)
-    finally:
-        proc.stop()
-    assert not [line for line in proc.lines if "Traceback" in line], proc.output()
+    with served_by(request.param, SERVERS[request.param], worker_stack) as running:
+        yield running
 
 
 def connect_from(url: str, address: str = processes.LOCALHOST) -> Any:

@@ -10,7 +10,6 @@ import asyncio
 import http.client
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,7 +17,15 @@ import redis
 
 from progress.tokens import WATCH_ONLY, issue_token
 from tests import processes
-from tests.faultkit import PrivateStack, Watcher, private_stack, rss_kib, send_task
+from tests.faultkit import (
+    PrivateStack,
+    Served,
+    Watcher,
+    private_stack,
+    rss_kib,
+    send_task,
+    served_by,
+)
 from tests.sse_client import Message, SseResponse, events_query, open_stream
 
 pytestmark = pytest.mark.integration
@@ -41,21 +48,6 @@ def uvicorn(env: dict[str, str], port: int) -> processes.Proc:
 SERVERS = {"daphne": processes.daphne, "uvicorn": uvicorn}
 
 
-@dataclass
-class Served:
-    kind: str
-    port: int
-    proc: processes.Proc
-    stack: PrivateStack
-
-    @property
-    def http(self) -> str:
-        return processes.http_url(self.port)
-
-    def restart(self) -> None:
-        self.proc.stop()
-        self.proc = SERVERS[self.kind](self.stack.env, self.port).start()
-        processes.wait_http_ok(f"{self.http}/healthz", proc=self.proc)
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +62,8 @@ def worker_stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def served(request: pytest.FixtureRequest, worker_stack: PrivateStack) -> Iterator[Served]:
-    kind: str = request.param
-    port = processes.free_port()
-    running = Served(kind, port, SERVERS[kind](worker_stack.env, port).start(), worker_stack)
-    try:
-        processes.wait_http_ok(f"{running.http}/healthz", proc=running.proc)
+    with served_by(request.param, SERVERS[request.param], worker_stack) as running:
         yield running
-    finally:
-        running.proc.stop()
-    assert not [line for line in running.proc.lines if "Traceback" in line], running.proc.output()
 
 
 def started(served: Served, name: str = "tests.slow_steps", **kwargs: Any) -> tuple[str, str]:
@@ -166,21 +151,9 @@ async def test_unknown_task_then_its_events(served: Served) -> None:
         first = await stream.next()
         assert first is not None and first.event == "snapshot"
         assert first.json()["state"] == "UNKNOWN"
-        send_task_with_id(served, task_id)
+        send_task(served.stack, "tests.slow_steps", task_id, steps=2, delay=0.05)
         carried = frames(await stream.until_end())
     assert carried[-1]["state"] == "SUCCESS"
-
-
-def send_task_with_id(served: Served, task_id: str) -> None:
-    from celery import Celery
-
-    app = Celery("sse-tests", broker=served.stack.env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                 set_as_current=False)
-    try:
-        app.send_task("tests.slow_steps", kwargs={"steps": 2, "delay": 0.05},
-                      queue=served.stack.prefix, task_id=task_id)
-    finally:
-        app.close()
 
 
 async def test_forbidden(served: Served) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,7 +21,15 @@ from progress.tokens import WATCH_AND_CANCEL, issue_token
 from progress.wire import close_codes
 from tests import processes
 from tests.client import Http, Ws, connect
-from tests.faultkit import PrivateStack, private_stack, resume_to_final, rss_kib, send_task
+from tests.faultkit import (
+    PrivateStack,
+    Served,
+    private_stack,
+    resume_to_final,
+    rss_kib,
+    send_task,
+    served_by,
+)
 from tests.test_compat import stopped_blocking_reader
 
 pytestmark = pytest.mark.integration
@@ -37,20 +44,6 @@ RSS_GROWTH_LIMIT_KIB = 16 * 1024
 SERVERS = {"daphne": processes.stock_daphne, "uvicorn": processes.uvicorn}
 
 
-@dataclass
-class Served:
-    kind: str
-    port: int
-    proc: processes.Proc
-    stack: PrivateStack
-
-    @property
-    def http(self) -> str:
-        return processes.http_url(self.port)
-
-    @property
-    def ws(self) -> str:
-        return processes.ws_url(self.port)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +57,8 @@ def worker_stack(redis_client: redis.Redis) -> Iterator[PrivateStack]:
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def served(request: pytest.FixtureRequest, worker_stack: PrivateStack) -> Iterator[Served]:
-    kind: str = request.param
-    port = processes.free_port()
-    proc = SERVERS[kind](worker_stack.env, port).start()
-    try:
-        processes.wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc=proc)
-        yield Served(kind, port, proc, worker_stack)
-    finally:
-        proc.stop()
-    assert not [line for line in proc.lines if "Traceback" in line], proc.output()
+    with served_by(request.param, SERVERS[request.param], worker_stack) as running:
+        yield running
 
 
 async def watch(url: str, task_id: str, token: str) -> list[dict[str, Any]]:

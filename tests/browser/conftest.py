@@ -257,3 +257,18 @@ def serving(server: PageServer) -> Iterator[PageServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def opened_page(browser: Browser, base_url: str) -> Iterator[tuple[Page, list[str]]]:
+    """A fresh context's page at `base_url` (not yet loaded), and the page errors it
+    raises; the context is closed after the block."""
+    context = browser.new_context(base_url=base_url)
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page, errors
+    finally:
+        context.close()

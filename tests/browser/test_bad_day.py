@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser.conftest import ACTION_TIMEOUT_MS, HARNESS_PAGE, PageServer, serving
+from tests.browser.conftest import HARNESS_PAGE, PageServer, opened_page, serving
 
 # The fake socket of conftest.py closes only with 1006; the server can say more.
 SERVER_CLOSE = """
@@ -239,12 +239,7 @@ def refusing_server() -> Iterator[PageServer]:
 def test_real_403_handshake_is_shown_as_refused(browser: Browser,
                                                 refusing_server: PageServer) -> None:
     """Chromium's own WebSocket, refused with 403: the client stops and the element says so."""
-    context = browser.new_context(base_url=refusing_server.url)
-    context.set_default_timeout(ACTION_TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
+    with opened_page(browser, refusing_server.url) as (page, errors):
         page.goto("/")
         status = page.evaluate("""async () => {
           const { sharedClient } = await import("/static/taskpulse/client.js");
@@ -271,8 +266,6 @@ def test_real_403_handshake_is_shown_as_refused(browser: Browser,
         assert "refused the connection" in element.locator(".taskpulse-outcome").inner_text()
         assert refusing_server.handshakes == 5
         assert errors == []
-    finally:
-        context.close()
 
 
 # -- 2. close() removes its listeners ---------------------------------------------

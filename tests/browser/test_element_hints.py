@@ -10,7 +10,7 @@ import pytest
 from django.template import Context, Template
 from playwright.sync_api import Browser, Page, Route
 
-from tests.browser.conftest import ACTION_TIMEOUT_MS, STATIC_DIR, PageServer, serving
+from tests.browser.conftest import STATIC_DIR, PageServer, opened_page, serving
 
 RENDERED = Template(
     "{% load taskpulse %}<!doctype html><head><meta charset=utf-8>{% taskpulse_scripts %}"
@@ -125,19 +125,12 @@ def test_real_404_handshake_is_not_blamed_on_the_origin(
         browser: Browser, no_websocket_server: PageServer) -> None:
     """Chromium's own WebSocket against a server with no WebSocket route (404, as under
     `runserver` without daphne): the element names the 404 cause as well as the origin."""
-    context = browser.new_context(base_url=no_websocket_server.url)
-    context.set_default_timeout(ACTION_TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
+    with opened_page(browser, no_websocket_server.url) as (page, errors):
         page.goto("/")
         page.locator(f'{ELEMENT}[data-error="connection_refused"]').wait_for()
         check_refused_text(page.locator(".taskpulse-outcome").inner_text())
         assert no_websocket_server.handshakes == 5
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_task_queued_too_long_suggests_a_worker_without_taskpulse(harness: Page) -> None:
